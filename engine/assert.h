@@ -1,0 +1,24 @@
+// Always-on assertions for invariants.
+//
+// BROKER_ASSERT stays enabled in release builds: a broken invariant (a negative balance, an
+// illegal state transition) must stop the process before it can be journaled or acknowledged,
+// never pass silently. Use it for programmer errors and invariants only; bad input from the
+// outside is reported with an error value, never with an assertion.
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace broker::detail {
+[[noreturn]] inline void assert_failed(const char* expr, const char* file, int line) {
+    std::fprintf(stderr, "brokerd: assertion failed: %s at %s:%d\n", expr, file, line);
+    std::fflush(stderr);
+    std::abort();
+}
+}  // namespace broker::detail
+
+#define BROKER_ASSERT(expr)                                                     \
+    do {                                                                        \
+        if (!(expr)) [[unlikely]]                                               \
+            ::broker::detail::assert_failed(#expr, __FILE__, __LINE__);         \
+    } while (0)

@@ -1,0 +1,64 @@
+// Commands: verbs asking the engine to change state, and queries reading it.
+//
+// A command carries everything the engine needs, including outside facts (the exchange quote,
+// whether the market is open), so that the engine stays a pure function. The node fills these in
+// from its IO threads; the engine thread alone reads or changes state.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "engine/events.h"
+#include "engine/money.h"
+#include "engine/types.h"
+
+namespace broker {
+
+struct open_customer {
+    std::string customer_id;
+    money cash;
+    std::vector<position_amount> positions;  // any order; the engine sorts and checks duplicates
+};
+
+struct place_trade {
+    std::string customer_id;
+    std::string client_order_id;  // empty: none
+    symbol sym;
+    side trade_side = side::buy;
+    quantity qty;
+    std::optional<money> reference_price;  // nullopt: the symbol is not listed
+    bool market_open = true;
+    std::int64_t collar_bps = limits::collar_bps_default;
+};
+
+struct cancel_trade {
+    std::string customer_id;
+    trade_id id;
+};
+
+// An execution report from the exchange (callback or status query), already authenticated.
+struct apply_execution {
+    trade_id id;
+    bool filled = false;  // false: rejected
+    quantity qty;         // must equal the trade's quantity when filled (no partial fills)
+    money fill_price;
+    errc reason = errc::exchange_rejected;  // when rejected
+    std::string exec_id;
+    timestamp_ms executed_at = 0;
+};
+
+// Queries change nothing and produce no events.
+struct get_trade {
+    std::string customer_id;
+    trade_id id;
+};
+struct get_account {
+    std::string customer_id;
+};
+
+using command = std::variant<open_customer, place_trade, cancel_trade, apply_execution, get_trade,
+                             get_account>;
+
+}  // namespace broker

@@ -1,0 +1,200 @@
+#include "engine/decide.h"
+
+#include <algorithm>
+
+#include "engine/assert.h"
+
+namespace broker {
+
+namespace {
+
+decision fail(errc code) { return decision{code, {}, std::nullopt, false}; }
+
+// After `closing` leaves the customer's FIFO, the next trade (if any, and still PLACED) becomes
+// the one at the exchange. Invariant 2 is kept here: one trade at a time, in placement order.
+void submit_next(const state& s, const customer& c, trade_id closing, decision& d) {
+    for (const trade_id next : c.fifo) {
+        if (next == closing) continue;
+        const trade* t = s.find_open_trade(next);
+        BROKER_ASSERT(t != nullptr);
+        if (t->status == trade_status::placed) d.events.push_back(trade_submitted{next});
+        return;
+    }
+}
+
+struct decider {
+    const state& s;
+    timestamp_ms now;
+
+    decision operator()(const open_customer& c) const {
+        if (!valid_customer_id(c.customer_id)) return fail(errc::invalid_customer_id);
+        if (c.cash.ticks < 0 || c.cash.ticks > limits::opening_cash_max_ticks) {
+            return fail(errc::invalid_amount);
+        }
+        if (c.positions.size() > limits::positions_per_customer_max) {
+            return fail(errc::invalid_quantity);
+        }
+        auto positions = c.positions;
+        std::sort(positions.begin(), positions.end(),
+                  [](const position_amount& a, const position_amount& b) { return a.sym < b.sym; });
+        for (std::size_t i = 0; i < positions.size(); ++i) {
+            if (positions[i].qty.shares < 0 ||
+                positions[i].qty.shares > limits::opening_position_max) {
+                return fail(errc::invalid_quantity);
+            }
+            if (i > 0 && positions[i - 1].sym == positions[i].sym) return fail(errc::invalid_symbol);
+        }
+        // Zero positions carry no information; dropping them makes "same again" compare equal.
+        std::erase_if(positions, [](const position_amount& p) { return p.qty.shares == 0; });
+        if (const customer* existing = s.find_customer(c.customer_id)) {
+            if (existing->opening_cash == c.cash && existing->opening_positions == positions) {
+                return decision{errc::ok, {}, std::nullopt, true};
+            }
+            return fail(errc::customer_exists_different);
+        }
+        decision d;
+        d.events.push_back(customer_opened{c.customer_id, c.cash, std::move(positions)});
+        return d;
+    }
+
+    decision operator()(const place_trade& p) const {
+        const customer* c = s.find_customer(p.customer_id);
+        if (c == nullptr) return fail(errc::customer_not_found);
+        if (p.qty.shares <= 0 || p.qty.shares > limits::quantity_max) {
+            return fail(errc::invalid_quantity);
+        }
+        if (!p.client_order_id.empty() && !valid_client_order_id(p.client_order_id)) {
+            return fail(errc::invalid_client_order_id);
+        }
+        if (p.sym.packed == 0) return fail(errc::invalid_symbol);
+        if (!p.reference_price) return fail(errc::unknown_symbol);
+        const money price = *p.reference_price;
+        if (price.ticks <= 0 || price.ticks > limits::price_max_ticks) {
+            return fail(errc::invalid_price);
+        }
+        if (p.collar_bps < 0 || p.collar_bps > limits::collar_bps_max) {
+            return fail(errc::invalid_price);
+        }
+
+        const trade_id id{s.next_trade_id};
+        decision d;
+        d.trade = id;
+        auto refuse = [&](errc reason) {
+            d.events.push_back(trade_refused{id, p.customer_id, p.client_order_id, p.sym,
+                                             p.trade_side, p.qty, price, reason});
+            return d;
+        };
+
+        money limit;
+        money reserve;
+        if (p.trade_side == side::buy) {
+            const auto collared = apply_collar(price, p.collar_bps);
+            const auto notional = collared ? checked_mul(*collared, p.qty) : std::nullopt;
+            if (!notional || notional->ticks > limits::notional_max_ticks) {
+                return fail(errc::notional_too_large);
+            }
+            limit = *collared;
+            reserve = *notional;
+        } else {
+            const auto notional = checked_mul(price, p.qty);
+            if (!notional || notional->ticks > limits::notional_max_ticks) {
+                return fail(errc::notional_too_large);
+            }
+        }
+
+        if (!p.market_open) return refuse(errc::market_closed);
+        if (c->fifo.size() >= limits::open_trades_per_customer_max) {
+            return refuse(errc::too_many_open_trades);
+        }
+        if (p.trade_side == side::buy) {
+            if (reserve > c->buying_power()) return refuse(errc::insufficient_funds);
+        } else {
+            const position* held = c->find_position(p.sym);
+            const std::int64_t available = held ? held->shares - held->reserved : 0;
+            if (p.qty.shares > available) return refuse(errc::insufficient_shares);
+        }
+
+        d.events.push_back(trade_placed{id, p.customer_id, p.client_order_id, p.sym, p.trade_side,
+                                        p.qty, price, limit, reserve});
+        // Nothing ahead of it: this trade is the customer's one trade at the exchange.
+        if (c->fifo.empty()) d.events.push_back(trade_submitted{id});
+        return d;
+    }
+
+    decision operator()(const cancel_trade& c) const {
+        const trade* t = s.find_open_trade(c.id);
+        // Another customer's trade does not exist for this one.
+        if (t != nullptr && t->customer_id != c.customer_id) return fail(errc::trade_not_found);
+        if (t == nullptr) {
+            // A closed trade cannot be canceled; the caller tells "closed" from "unknown" (and
+            // checks ownership) by looking in the trade store.
+            return fail(c.id.value > 0 && c.id.value < s.next_trade_id ? errc::trade_not_cancelable
+                                                                        : errc::trade_not_found);
+        }
+        if (t->status != trade_status::placed) return fail(errc::trade_not_cancelable);
+        decision d;
+        d.trade = c.id;
+        d.events.push_back(trade_canceled{c.id});
+        const customer* owner = s.find_customer(t->customer_id);
+        BROKER_ASSERT(owner != nullptr);
+        if (!owner->fifo.empty() && owner->fifo.front() == c.id) submit_next(s, *owner, c.id, d);
+        return d;
+    }
+
+    decision operator()(const apply_execution& x) const {
+        const trade* t = s.find_open_trade(x.id);
+        if (t == nullptr) {
+            // Invariant 4: a report for a trade that is already settled changes nothing, however
+            // often the exchange repeats it.
+            if (x.id.value > 0 && x.id.value < s.next_trade_id) {
+                return decision{errc::ok, {}, x.id, true};
+            }
+            return fail(errc::trade_not_found);
+        }
+        if (t->status != trade_status::in_progress) return fail(errc::trade_not_in_progress);
+        decision d;
+        d.trade = x.id;
+        if (x.filled) {
+            if (x.qty != t->qty) return fail(errc::fill_mismatch);
+            if (x.fill_price.ticks <= 0 || x.fill_price.ticks > limits::price_max_ticks) {
+                return fail(errc::fill_mismatch);
+            }
+            // An exchange that fills a BUY above its limit broke the contract; refusing keeps the
+            // debit within the reservation and the balance non-negative.
+            if (t->trade_side == side::buy && x.fill_price > t->limit_price) {
+                return fail(errc::fill_mismatch);
+            }
+            if (t->trade_side == side::sell) {
+                const customer* c = s.find_customer(t->customer_id);
+                const auto notional = checked_mul(x.fill_price, t->qty);
+                if (!notional || !checked_add(c->cash, *notional)) return fail(errc::fill_mismatch);
+            }
+            d.events.push_back(trade_filled{x.id, x.fill_price, x.exec_id, x.executed_at});
+        } else {
+            d.events.push_back(trade_rejected{x.id, x.reason, x.exec_id});
+        }
+        const customer* c = s.find_customer(t->customer_id);
+        BROKER_ASSERT(c != nullptr);
+        submit_next(s, *c, x.id, d);
+        return d;
+    }
+
+    decision operator()(const get_trade& g) const {
+        const trade* t = s.find_open_trade(g.id);
+        if (t == nullptr || t->customer_id != g.customer_id) return fail(errc::trade_not_found);
+        return decision{errc::ok, {}, g.id, false};
+    }
+
+    decision operator()(const get_account& g) const {
+        if (s.find_customer(g.customer_id) == nullptr) return fail(errc::customer_not_found);
+        return decision{};
+    }
+};
+
+}  // namespace
+
+decision decide(const state& s, const command& c, timestamp_ms now) {
+    return std::visit(decider{s, now}, c);
+}
+
+}  // namespace broker
