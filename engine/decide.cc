@@ -152,6 +152,7 @@ struct decider {
             return fail(errc::trade_not_found);
         }
         if (t->status != trade_status::in_progress) return fail(errc::trade_not_in_progress);
+        if (x.exec_id.size() > limits::exec_id_max) return fail(errc::fill_mismatch);
         decision d;
         d.trade = x.id;
         if (x.filled) {

@@ -32,6 +32,8 @@ inline constexpr std::size_t customer_id_max = 64;
 inline constexpr std::size_t client_order_id_max = 64;
 inline constexpr std::size_t symbol_max = 8;  // packed into one 64-bit word
 inline constexpr std::size_t reason_max = 64;
+// The exchange's execution id; longer ones are refused before they reach the journal.
+inline constexpr std::size_t exec_id_max = 64;
 
 // Per-customer bounds keep one customer from growing memory without limit.
 inline constexpr std::size_t open_trades_per_customer_max = 1'000;

@@ -1,0 +1,68 @@
+// Journal record codec: the bytes of every event brokerd has ever journaled.
+//
+// Grammar (all integers big-endian; `bytes` is a u16 length followed by that many bytes):
+//
+//   record       := header payload checksum
+//   header       := version:u8 (= 1)
+//                   type:u16            -- event_type, engine/events.h; codes are never reused
+//                   sequence:u64        -- 1, 2, 3, ... without gaps
+//                   timestamp_ms:i64    -- when the engine decided the event (UTC ms)
+//                   prev_hash:u8[32]    -- chain hash of the previous record (zeros before #1)
+//                   payload_len:u32
+//   payload      := the fields of the event type, in declaration order (see codec.cc), e.g.
+//                   trade_filled := trade_id:u64 fill_price:i64 exec_id:bytes executed_at:i64
+//   checksum     := crc32:u32           -- zlib CRC-32 of header and payload
+//
+//   chain_hash(n) := SHA-256(chain_hash(n-1) || record(n) bytes)
+//
+// The checksum catches torn or flipped bytes in one record; the chain proves to an auditor that no
+// record was removed, reordered or altered, and the store keeps the last chain hash so that the
+// tip can be checked too. Decoding never asserts: bad bytes give a `corruption` naming the
+// sequence. Pure functions; safe on any thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "engine/events.h"
+#include "engine/result.h"
+#include "engine/state.h"
+
+namespace broker::journal {
+
+inline constexpr std::uint8_t record_version = 1;
+inline constexpr std::uint8_t trade_record_version = 1;
+
+using hash256 = std::array<std::uint8_t, 32>;
+
+struct corruption {
+    std::uint64_t sequence = 0;  // the record that failed (0 when not a journal record)
+    std::string what;
+};
+
+struct decoded_record {
+    event ev;
+    hash256 prev_hash{};
+};
+
+// Appends the record of `e`, chained to `prev_hash`, to `out`.
+void encode_record(const event& e, const hash256& prev_hash, std::string& out);
+
+// Decodes one record. `expected_sequence` is the key it was stored under: a record that names
+// another sequence is corruption too.
+[[nodiscard]] result<decoded_record, corruption> decode_record(std::uint64_t expected_sequence,
+                                                               std::string_view bytes);
+
+// SHA-256(prev || record_bytes): the chain hash of a record.
+[[nodiscard]] hash256 chain_hash(const hash256& prev, std::string_view record_bytes);
+
+// Lowercase hex of a hash, for logs and the digest endpoint.
+[[nodiscard]] std::string to_hex(const hash256& h);
+
+// A terminal trade as kept in the trade store (same conventions: version byte, fields, crc32).
+void encode_trade(const trade& t, std::string& out);
+[[nodiscard]] result<trade, corruption> decode_trade(std::string_view bytes);
+
+}  // namespace broker::journal

@@ -1,0 +1,80 @@
+// The RocksDB event store: the journal, the store of terminal trades, and metadata.
+//
+// Column families:
+//   "journal" -- key: sequence as u64 big-endian; value: a record (codec.h)
+//   "trades"  -- key: trade_id as u64 big-endian; value: a terminal trade (codec.h encode_trade)
+//   "meta"    -- "chain_tip": u64 sequence + hash256 of the last record
+//
+// `append` is the group commit: all events and trade writes of one or more engine batches go into
+// one WriteBatch written with sync=true, so thousands of events share one fsync. A failed write is
+// returned as an error; the caller must treat it as fatal (DESIGN: fsync failure is never ignored).
+//
+// Threading: one writer thread calls `append`; any thread may call `find_trade` and `read`
+// concurrently (RocksDB reads are thread-safe). Open/recover run before the threads start.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/events.h"
+#include "engine/result.h"
+#include "engine/state.h"
+#include "journal/codec.h"
+
+namespace broker::journal {
+
+struct store_error {
+    std::string what;
+    bool corruption = false;  // true: bytes on disk are bad; false: IO/RocksDB failure
+};
+
+// One group commit's worth of writes.
+struct write_set {
+    std::vector<event> events;          // consecutive sequences, continuing the journal
+    std::vector<trade> closed_trades;   // terminal trades to keep in the trade store
+};
+
+class store {
+public:
+    // Opens (creating when missing) the store in `dir`. read_only: for broker-replay while the
+    // files are not in use by a writer.
+    [[nodiscard]] static result<std::unique_ptr<store>, store_error> open(const std::string& dir,
+                                                                        bool read_only = false);
+    ~store();
+    store(const store&) = delete;
+    store& operator=(const store&) = delete;
+
+    // Sequence and chain hash of the last record (0 and zeros for an empty journal).
+    [[nodiscard]] std::uint64_t last_sequence() const;
+    [[nodiscard]] const hash256& tip_hash() const;
+
+    // Encodes, chains and durably writes (sync=true) everything in `w` as one WriteBatch.
+    [[nodiscard]] result<ok_t, store_error> append(const write_set& w);
+
+    // Reads records from `from` (inclusive) to `until` (inclusive; 0 = to the end) in order,
+    // verifying each checksum and the hash chain from the first record; calls `fn` for each
+    // event. Stops at the first corruption and returns it (naming the sequence). Verifies that
+    // the chain ends at the stored tip when reading to the end.
+    [[nodiscard]] result<std::uint64_t, store_error> read(
+        std::uint64_t from, std::uint64_t until, const std::function<void(const event&)>& fn) const;
+
+    // A terminal trade from the trade store.
+    [[nodiscard]] result<std::optional<trade>, store_error> find_trade(trade_id id) const;
+
+private:
+    struct impl;
+    explicit store(std::unique_ptr<impl> p);
+    std::unique_ptr<impl> impl_;
+};
+
+// Rebuilds engine state by applying every journaled event (the same `apply` the live path uses).
+[[nodiscard]] result<state, store_error> recover(const store& s, std::uint64_t until = 0);
+
+// SHA-256 of the canonical state encoding (engine write_canonical), in hex: the state digest.
+[[nodiscard]] std::string state_digest(const state& s);
+
+}  // namespace broker::journal

@@ -1,0 +1,499 @@
+#include "journal/store.h"
+
+#include <doctest/doctest.h>
+#include <rocksdb/db.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tests/journal/fixtures.h"
+
+namespace broker::journal {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh directory under the system temp dir, removed with everything in it.
+class temp_dir {
+  public:
+    temp_dir() {
+        std::random_device rd;
+        path_ = fs::temp_directory_path() /
+                ("journal-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+        fs::create_directories(path_);
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+    [[nodiscard]] std::string str() const { return (path_ / "db").string(); }
+
+  private:
+    fs::path path_;
+};
+
+std::unique_ptr<store> open_store(const temp_dir& dir, bool read_only = false) {
+    auto s = store::open(dir.str(), read_only);
+    if (!s) FAIL("open failed: ", s.error().what);
+    return std::move(s.value());
+}
+
+void append_ok(store& s, write_set w) {
+    const auto r = s.append(w);
+    if (!r) FAIL("append failed: ", r.error().what);
+}
+
+std::vector<event> read_all(const store& s, std::uint64_t from = 1, std::uint64_t until = 0) {
+    std::vector<event> out;
+    const auto r = s.read(from, until, [&](const event& e) { out.push_back(e); });
+    if (!r) FAIL("read failed: ", r.error().what);
+    return out;
+}
+
+std::string key(std::uint64_t v) {
+    std::string out;
+    for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
+    return out;
+}
+
+// The store's files opened directly, as an attacker or a broken disk would change them.
+class raw_db {
+  public:
+    explicit raw_db(const std::string& dir) {
+        std::vector<rocksdb::ColumnFamilyDescriptor> families;
+        for (const char* name : {"default", "journal", "trades", "meta"}) {
+            families.emplace_back(name, rocksdb::ColumnFamilyOptions{});
+        }
+        rocksdb::DB* db = nullptr;
+        const auto s = rocksdb::DB::Open(rocksdb::DBOptions{}, dir, families, &handles_, &db);
+        REQUIRE(s.ok());
+        db_.reset(db);
+    }
+    ~raw_db() {
+        for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    }
+    raw_db(const raw_db&) = delete;
+    raw_db& operator=(const raw_db&) = delete;
+
+    std::string get(int cf, const std::string& k) {
+        std::string v;
+        REQUIRE(db_->Get(rocksdb::ReadOptions{}, handles_.at(cf), k, &v).ok());
+        return v;
+    }
+    void put(int cf, const std::string& k, const std::string& v) {
+        REQUIRE(db_->Put(rocksdb::WriteOptions{}, handles_.at(cf), k, v).ok());
+    }
+    void del(int cf, const std::string& k) {
+        REQUIRE(db_->Delete(rocksdb::WriteOptions{}, handles_.at(cf), k).ok());
+    }
+
+  private:
+    std::unique_ptr<rocksdb::DB> db_;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+};
+constexpr int journal_cf = 1;
+constexpr int trades_cf = 2;
+constexpr int meta_cf = 3;
+
+// Writes `events` with the closed trades the live path would collect, in batches of `batch`.
+testing::live_state append_live(store& s, const std::vector<event>& events, std::size_t batch) {
+    testing::live_state live;
+    for (std::size_t i = 0; i < events.size(); i += batch) {
+        const std::vector<event> part(
+            events.begin() + static_cast<std::ptrdiff_t>(i),
+            events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), i + batch)));
+        const std::size_t closed_before = live.closed.size();
+        live.apply_all(part);
+        append_ok(s, write_set{part,
+                               {live.closed.begin() + static_cast<std::ptrdiff_t>(closed_before),
+                                live.closed.end()}});
+    }
+    return live;
+}
+
+void check_read_corruption(const store& s, std::uint64_t seq, std::string_view needle = "") {
+    const auto r = s.read(1, 0, [](const event&) {});
+    REQUIRE_FALSE(r.has_value());
+    INFO(r.error().what);
+    CHECK(r.error().corruption);
+    CHECK(r.error().what.find("record " + std::to_string(seq)) != std::string::npos);
+    if (!needle.empty()) CHECK(r.error().what.find(needle) != std::string::npos);
+}
+
+TEST_CASE("events appended and read back after reopening are identical") {
+    temp_dir dir;
+    const auto events = testing::sample_events();
+    hash256 tip{};
+    {
+        auto s = open_store(dir);
+        CHECK(s->last_sequence() == 0);
+        CHECK(s->tip_hash() == hash256{});
+        (void)append_live(*s, events, 4);
+        CHECK(s->last_sequence() == events.size());
+        tip = s->tip_hash();
+        CHECK(read_all(*s) == events);
+    }
+    auto s = open_store(dir);
+    CHECK(s->last_sequence() == events.size());
+    CHECK(s->tip_hash() == tip);
+    CHECK(read_all(*s) == events);
+}
+
+TEST_CASE("the chain does not depend on how events were split into batches") {
+    const auto events = testing::busy_events(3, 10);
+    temp_dir one;
+    temp_dir many;
+    auto a = open_store(one);
+    auto b = open_store(many);
+    (void)append_live(*a, events, events.size());
+    (void)append_live(*b, events, 7);
+    CHECK(a->tip_hash() == b->tip_hash());
+    hash256 h{};
+    for (const event& e : events) {
+        std::string rec;
+        encode_record(e, h, rec);
+        h = chain_hash(h, rec);
+    }
+    CHECK(a->tip_hash() == h);
+}
+
+TEST_CASE("appending continues the chain across reopening") {
+    temp_dir dir;
+    const auto events = testing::sample_events();
+    const std::size_t half = events.size() / 2;
+    {
+        auto s = open_store(dir);
+        append_ok(*s, write_set{{events.begin(), events.begin() + static_cast<long>(half)}, {}});
+    }
+    auto s = open_store(dir);
+    append_ok(*s, write_set{{events.begin() + static_cast<long>(half), events.end()}, {}});
+    CHECK(read_all(*s) == events);
+}
+
+TEST_CASE("reading a range delivers exactly those records and returns the last one read") {
+    temp_dir dir;
+    auto s = open_store(dir);
+    const auto events = testing::sample_events();
+    (void)append_live(*s, events, events.size());
+    std::vector<event> got;
+    const auto r = s->read(3, 6, [&](const event& e) { got.push_back(e); });
+    REQUIRE(r.has_value());
+    CHECK(*r == 6);
+    CHECK(got == std::vector<event>(events.begin() + 2, events.begin() + 6));
+    CHECK(read_all(*s, 5) == std::vector<event>(events.begin() + 4, events.end()));
+    CHECK(read_all(*s, 1, 1000) == events);
+    CHECK(read_all(*s, events.size() + 1).empty());
+}
+
+TEST_CASE("an empty store reads nothing and recovers an empty state") {
+    temp_dir dir;
+    auto s = open_store(dir);
+    const auto r = s->read(1, 0, [](const event&) { FAIL("no events expected"); });
+    REQUIRE(r.has_value());
+    CHECK(*r == 0);
+    const auto st = recover(*s);
+    REQUIRE(st.has_value());
+    CHECK(state_digest(*st) == state_digest(state{}));
+}
+
+TEST_CASE("recover rebuilds the live state with the same digest") {
+    temp_dir dir;
+    const auto events = testing::sample_events();
+    std::string live_digest;
+    {
+        auto s = open_store(dir);
+        const auto live = append_live(*s, events, 3);
+        live_digest = state_digest(live.st);
+        REQUIRE_FALSE(check_invariants(live.st).has_value());
+    }
+    auto s = open_store(dir);
+    const auto st = recover(*s);
+    REQUIRE(st.has_value());
+    CHECK(state_digest(*st) == live_digest);
+    CHECK(st->last_sequence == events.size());
+    CHECK(st->open_trades.size() == 2);
+    CHECK(live_digest.size() == 64);
+}
+
+TEST_CASE("recover up to a sequence rebuilds the state as it was then") {
+    temp_dir dir;
+    auto s = open_store(dir);
+    const auto events = testing::sample_events();
+    (void)append_live(*s, events, events.size());
+    testing::live_state partial;
+    partial.apply_all({events.begin(), events.begin() + 5});
+    const auto st = recover(*s, 5);
+    REQUIRE(st.has_value());
+    CHECK(st->last_sequence == 5);
+    CHECK(state_digest(*st) == state_digest(partial.st));
+    CHECK(state_digest(*st) != state_digest(*recover(*s)));
+}
+
+TEST_CASE("find_trade returns terminal trades after append and nothing for other ids") {
+    temp_dir dir;
+    auto s = open_store(dir);
+    const auto live = append_live(*s, testing::sample_events(), 2);
+    REQUIRE(live.closed.size() == 4);  // trades 1 (filled), 2 (rejected), 3 (refused), 4 (canceled)
+    for (const trade& t : live.closed) {
+        const auto found = s->find_trade(t.id);
+        REQUIRE(found.has_value());
+        REQUIRE(found->has_value());
+        CHECK(**found == t);
+    }
+    CHECK(live.closed[0].status == trade_status::filled);
+    for (const std::uint64_t id : {5, 6, 999}) {
+        const auto found = s->find_trade(trade_id{id});
+        REQUIRE(found.has_value());
+        CHECK_FALSE(found->has_value());
+    }
+}
+
+TEST_CASE("a damaged trade in the trade store is reported as corruption") {
+    temp_dir dir;
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, testing::sample_events(), 100);
+    }
+    {
+        raw_db raw(dir.str());
+        std::string t1 = raw.get(trades_cf, key(1));
+        t1[5] = static_cast<char>(t1[5] ^ 0x10);
+        raw.put(trades_cf, key(1), t1);
+        raw.put(trades_cf, key(3), raw.get(trades_cf, key(2)));  // a valid record, wrong key
+    }
+    auto s = open_store(dir);
+    const auto bad = s->find_trade(trade_id{1});
+    REQUIRE_FALSE(bad.has_value());
+    CHECK(bad.error().corruption);
+    CHECK(bad.error().what.find("0000000000000001") != std::string::npos);
+    const auto moved = s->find_trade(trade_id{3});
+    REQUIRE_FALSE(moved.has_value());
+    CHECK(moved.error().what.find("stored record is trade 0000000000000002") != std::string::npos);
+}
+
+TEST_CASE("a record replaced by a validly checksummed one with another prev hash is detected") {
+    temp_dir dir;
+    const auto events = testing::sample_events();
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, events, events.size());
+    }
+    {
+        raw_db raw(dir.str());
+        hash256 forged{};
+        forged.fill(0xab);
+        std::string rec;
+        encode_record(events[2], forged, rec);
+        raw.put(journal_cf, key(3), rec);
+    }
+    auto s = open_store(dir);
+    check_read_corruption(*s, 3, "prev_hash");
+    const auto st = recover(*s);
+    REQUIRE_FALSE(st.has_value());
+    CHECK(st.error().corruption);
+    // Reading from the forged record takes its prev_hash as given, but its bytes changed, so the
+    // next record no longer chains to it.
+    const auto from3 = s->read(3, 0, [](const event&) {});
+    REQUIRE_FALSE(from3.has_value());
+    CHECK(from3.error().what.find("record 4: prev_hash") != std::string::npos);
+    CHECK(read_all(*s, 4).size() == events.size() - 3);
+}
+
+TEST_CASE("an altered record with an intact prev hash breaks the chain at the next record") {
+    temp_dir dir;
+    auto events = testing::sample_events();
+    hash256 prev3{};
+    {
+        auto s = open_store(dir);
+        append_ok(*s, write_set{{events.begin(), events.begin() + 2}, {}});
+        prev3 = s->tip_hash();
+        append_ok(*s, write_set{{events.begin() + 2, events.end()}, {}});
+    }
+    {
+        raw_db raw(dir.str());
+        event forged = events[2];
+        forged.at += 1;  // a different but perfectly valid record 3
+        std::string rec;
+        encode_record(forged, prev3, rec);
+        raw.put(journal_cf, key(3), rec);
+    }
+    auto s = open_store(dir);
+    check_read_corruption(*s, 4, "prev_hash");
+}
+
+TEST_CASE("a forged last record is detected at open") {
+    temp_dir dir;
+    const auto events = testing::sample_events();
+    hash256 prev_last{};
+    {
+        auto s = open_store(dir);
+        append_ok(*s, write_set{{events.begin(), events.end() - 1}, {}});
+        prev_last = s->tip_hash();
+        append_ok(*s, write_set{{events.end() - 1, events.end()}, {}});
+    }
+    {
+        raw_db raw(dir.str());
+        event forged = events.back();
+        forged.at += 1;
+        std::string rec;
+        encode_record(forged, prev_last, rec);
+        raw.put(journal_cf, key(events.size()), rec);
+    }
+    const auto s = store::open(dir.str());
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().corruption);
+    CHECK(s.error().what.find("record " + std::to_string(events.size())) != std::string::npos);
+}
+
+TEST_CASE("a deleted record in the middle is reported as a gap naming its sequence") {
+    temp_dir dir;
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, testing::sample_events(), 5);
+    }
+    raw_db(dir.str()).del(journal_cf, key(4));
+    auto s = open_store(dir);
+    check_read_corruption(*s, 4, "missing");
+    const auto ranged = s->read(2, 6, [](const event&) {});
+    REQUIRE_FALSE(ranged.has_value());
+    CHECK(ranged.error().what.find("record 4: missing") != std::string::npos);
+}
+
+TEST_CASE("a deleted first record is reported as a gap at record 1") {
+    temp_dir dir;
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, testing::sample_events(), 5);
+    }
+    raw_db(dir.str()).del(journal_cf, key(1));
+    auto s = open_store(dir);
+    check_read_corruption(*s, 1, "missing");
+}
+
+TEST_CASE("a deleted last record is detected at open") {
+    temp_dir dir;
+    const auto events = testing::sample_events();
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, events, 5);
+    }
+    raw_db(dir.str()).del(journal_cf, key(events.size()));
+    const auto s = store::open(dir.str());
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().corruption);
+    CHECK(s.error().what.find("chain tip") != std::string::npos);
+}
+
+TEST_CASE("a record appended behind the store's back is detected") {
+    temp_dir dir;
+    const auto events = testing::sample_events();
+    hash256 tip{};
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, {events.begin(), events.end() - 1}, 100);
+        tip = s->tip_hash();
+    }
+    {
+        std::string rec;
+        encode_record(events.back(), tip, rec);
+        raw_db(dir.str()).put(journal_cf, key(events.size()), rec);
+    }
+    const auto s = store::open(dir.str());
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().corruption);
+}
+
+TEST_CASE("a flipped byte in a stored record is reported as corruption naming its sequence") {
+    temp_dir dir;
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, testing::sample_events(), 5);
+    }
+    {
+        raw_db raw(dir.str());
+        std::string rec = raw.get(journal_cf, key(6));
+        rec[60] = static_cast<char>(rec[60] ^ 0x04);
+        raw.put(journal_cf, key(6), rec);
+    }
+    auto s = open_store(dir);
+    std::vector<std::uint64_t> delivered;
+    const auto r = s->read(1, 0, [&](const event& e) { delivered.push_back(e.sequence); });
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().what.find("record 6: checksum") != std::string::npos);
+    CHECK(delivered == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+}
+
+TEST_CASE("a damaged chain tip in meta is reported as corruption at open") {
+    temp_dir dir;
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, testing::sample_events(), 5);
+    }
+    {
+        raw_db raw(dir.str());
+        std::string tip = raw.get(meta_cf, "chain_tip");
+        SUBCASE("wrong size") {
+            tip.pop_back();
+        }
+        SUBCASE("wrong hash") {
+            tip.back() = static_cast<char>(tip.back() ^ 1);
+        }
+        SUBCASE("wrong sequence") {
+            tip[7] = static_cast<char>(tip[7] + 1);
+        }
+        raw.put(meta_cf, "chain_tip", tip);
+    }
+    const auto s = store::open(dir.str());
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().corruption);
+}
+
+TEST_CASE("a read-only store reads what a writer appended and refuses to append") {
+    temp_dir dir;
+    const auto events = testing::sample_events();
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, events, 4);
+    }
+    auto s = open_store(dir, true);
+    CHECK(read_all(*s) == events);
+    const hash256 tip = s->tip_hash();
+    const event next{events.size() + 1, 1, trade_canceled{trade_id{6}}};
+    const auto r = s->append(write_set{{next}, {}});
+    REQUIRE_FALSE(r.has_value());
+    CHECK_FALSE(r.error().corruption);
+    CHECK(s->last_sequence() == events.size());
+    CHECK(s->tip_hash() == tip);
+}
+
+TEST_CASE("opening a missing store read-only is an error, not a new store") {
+    temp_dir dir;
+    const auto s = store::open(dir.str(), true);
+    REQUIRE_FALSE(s.has_value());
+    CHECK_FALSE(s.error().corruption);
+    CHECK_FALSE(fs::exists(fs::path(dir.str()) / "CURRENT"));
+}
+
+TEST_CASE("a thousand events in many batches recover to the live digest") {
+    temp_dir dir;
+    const auto events = testing::busy_events(10, 34);
+    REQUIRE(events.size() > 1000);
+    std::string live_digest;
+    {
+        auto s = open_store(dir);
+        live_digest = state_digest(append_live(*s, events, 64).st);
+    }
+    auto s = open_store(dir);
+    const auto st = recover(*s);
+    REQUIRE(st.has_value());
+    CHECK(state_digest(*st) == live_digest);
+    CHECK(st->trades_total == 340);
+}
+
+}  // namespace
+}  // namespace broker::journal
