@@ -1,0 +1,185 @@
+#include "api/server.h"
+
+#include <atomic>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include "api/json.h"
+
+namespace broker::api {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+namespace {
+
+// Beast 1.74 has its own string_view; the router takes std::string_view.
+std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+
+class session : public std::enable_shared_from_this<session> {
+public:
+    session(tcp::socket&& socket, router& r, const server_config& config,
+            std::shared_ptr<std::atomic<std::size_t>> open)
+        : stream_(std::move(socket)), router_(r), config_(config), open_(std::move(open)) {}
+
+    ~session() { open_->fetch_sub(1); }
+
+    void run() {
+        net::dispatch(stream_.get_executor(),
+                      beast::bind_front_handler(&session::do_read, shared_from_this()));
+    }
+
+private:
+    void do_read() {
+        parser_.emplace();
+        parser_->body_limit(config_.body_limit_bytes);
+        parser_->header_limit(static_cast<std::uint32_t>(config_.header_limit_bytes));
+        // A client that sends nothing, or trickles bytes, is cut off after the idle timeout.
+        stream_.expires_after(std::chrono::seconds(config_.idle_timeout_s));
+        http::async_read(stream_, buffer_, *parser_,
+                         beast::bind_front_handler(&session::on_read, shared_from_this()));
+    }
+
+    void on_read(beast::error_code ec, std::size_t) {
+        if (ec == http::error::end_of_stream) return close();
+        if (ec == http::error::body_limit) {
+            return write_error(413, "body_too_large", "request bodies are limited to 16 KiB");
+        }
+        if (ec == http::error::header_limit) {
+            return write_error(431, "headers_too_large", "request headers are limited to 8 KiB");
+        }
+        if (ec == beast::error::timeout || ec == net::error::operation_aborted) return close();
+        if (ec) {
+            // A malformed request line or header: answer once, then close, since the stream
+            // position is no longer trustworthy.
+            if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
+                return write_error(400, "bad_request", ec.message());
+            }
+            return close();
+        }
+        request_ = parser_->release();
+        keep_alive_ = request_.keep_alive();
+        stream_.expires_never();  // the engine answers; a slow engine is not the client's fault
+        http_request req{view(request_.method_string()), view(request_.target()),
+                         view(request_[http::field::authorization]),
+                         view(request_["X-Exchange-Signature"]), request_.body()};
+        auto self = shared_from_this();
+        router_.handle(req, [self](http_response r) {
+            net::post(self->stream_.get_executor(),
+                      [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+        });
+    }
+
+    void write_error(unsigned status, std::string_view code, std::string_view message) {
+        keep_alive_ = false;
+        write(http_response{status, error_json(code, message), {}});
+    }
+
+    void write(http_response r) {
+        response_ = {};
+        response_.version(11);
+        response_.result(r.status);
+        response_.set(http::field::server, "brokerd");
+        response_.set(http::field::content_type, "application/json");
+        response_.set(http::field::cache_control, "no-store");
+        if (!r.allow.empty()) response_.set(http::field::allow, r.allow);
+        if (r.status == 401) response_.set(http::field::www_authenticate, "Bearer");
+        if (r.status == 503) response_.set(http::field::retry_after, "1");
+        response_.keep_alive(keep_alive_);
+        response_.body() = std::move(r.body);
+        response_.prepare_payload();
+        stream_.expires_after(std::chrono::seconds(config_.idle_timeout_s));
+        http::async_write(stream_, response_,
+                          beast::bind_front_handler(&session::on_write, shared_from_this()));
+    }
+
+    void on_write(beast::error_code ec, std::size_t) {
+        if (ec) return close();
+        if (!keep_alive_) return close();
+        do_read();
+    }
+
+    void close() {
+        beast::error_code ignored;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+
+    beast::tcp_stream stream_;
+    beast::flat_buffer buffer_;
+    router& router_;
+    const server_config& config_;
+    std::shared_ptr<std::atomic<std::size_t>> open_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+    http::request<http::string_body> request_;
+    http::response<http::string_body> response_;
+    bool keep_alive_ = true;
+};
+
+}  // namespace
+
+struct server::impl : std::enable_shared_from_this<server::impl> {
+    impl(net::io_context& io, router& r, server_config c)
+        : io_(io), acceptor_(net::make_strand(io)), router_(r), config_(c) {}
+
+    void do_accept() {
+        acceptor_.async_accept(net::make_strand(io_),
+                               beast::bind_front_handler(&impl::on_accept, shared_from_this()));
+    }
+
+    void on_accept(beast::error_code ec, tcp::socket socket) {
+        if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
+        if (ec) {
+            spdlog::warn("accept failed: {}", ec.message());
+        } else if (open_->load() >= config_.connections_max) {
+            // Over the connection bound: refuse at once rather than queue without limit.
+            beast::error_code ignored;
+            socket.close(ignored);
+        } else {
+            open_->fetch_add(1);
+            std::make_shared<session>(std::move(socket), router_, config_, open_)->run();
+        }
+        do_accept();
+    }
+
+    net::io_context& io_;
+    tcp::acceptor acceptor_;
+    router& router_;
+    server_config config_;
+    std::shared_ptr<std::atomic<std::size_t>> open_ = std::make_shared<std::atomic<std::size_t>>(0);
+};
+
+server::server(net::io_context& io, router& r, server_config config)
+    : impl_(std::make_shared<impl>(io, r, config)) {}
+
+server::~server() = default;
+
+std::optional<std::string> server::listen(const tcp::endpoint& at) {
+    beast::error_code ec;
+    auto& a = impl_->acceptor_;
+    if (a.open(at.protocol(), ec); ec) return "open: " + ec.message();
+    if (a.set_option(net::socket_base::reuse_address(true), ec); ec) return "reuse: " + ec.message();
+    if (a.bind(at, ec); ec) return "bind " + at.address().to_string() + ": " + ec.message();
+    if (a.listen(net::socket_base::max_listen_connections, ec); ec) return "listen: " + ec.message();
+    impl_->do_accept();
+    return std::nullopt;
+}
+
+void server::stop() {
+    net::post(impl_->acceptor_.get_executor(), [self = impl_] {
+        beast::error_code ignored;
+        self->acceptor_.close(ignored);
+    });
+}
+
+tcp::endpoint server::local_endpoint() const {
+    beast::error_code ec;
+    return impl_->acceptor_.local_endpoint(ec);
+}
+
+}  // namespace broker::api

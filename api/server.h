@@ -1,0 +1,45 @@
+// The HTTP server: a Beast listener and one session per connection.
+//
+// Shape of the Beast examples: `listener` accepts (do_accept/on_accept), `session` reads a
+// request, hands it to the router, and writes the answer when the router responds (possibly from
+// another thread, after the command is durable), then reads the next one (HTTP/1.1 keep-alive).
+// Each connection runs on its own strand; bodies, headers and idle time are bounded.
+//
+// Thread-safety: construct and start on the main thread; it then runs on the io_context's threads.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "api/router.h"
+
+namespace broker::api {
+
+struct server_config {
+    std::size_t body_limit_bytes = 16 * 1024;
+    std::size_t header_limit_bytes = 8 * 1024;
+    std::size_t connections_max = 10'000;
+    int idle_timeout_s = 60;
+};
+
+class server {
+public:
+    server(boost::asio::io_context& io, router& r, server_config config);
+    ~server();
+
+    // Binds and starts accepting. Returns an error message on failure (e.g. address in use).
+    [[nodiscard]] std::optional<std::string> listen(const boost::asio::ip::tcp::endpoint& at);
+    // Stops accepting new connections; open sessions finish their current request.
+    void stop();
+    [[nodiscard]] boost::asio::ip::tcp::endpoint local_endpoint() const;
+
+private:
+    struct impl;
+    std::shared_ptr<impl> impl_;
+};
+
+}  // namespace broker::api

@@ -1,0 +1,48 @@
+// The exchange gateway: the one interface through which the node talks to an exchange.
+//
+// Two implementations: the embedded simulator (simulator.h, in process, the default) and the
+// networked exchange client speaking the HTTP protocol of DESIGN.md. Execution reports come back
+// through a `callback_sink`: the same signed-JSON path whether the exchange is embedded or
+// networked, so the node verifies and settles both the same way.
+//
+// Thread-safety: every member may be called from any thread.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "engine/money.h"
+#include "engine/types.h"
+
+namespace broker::exchange {
+
+struct order {
+    trade_id id;
+    symbol sym;
+    side order_side = side::buy;
+    quantity qty;
+    money limit_price;  // 0: no limit (SELL)
+};
+
+// Hands one callback to the broker: the JSON body and its X-Exchange-Signature header. `done` is
+// called with the HTTP status the broker answered; anything but 2xx means "deliver it again".
+using callback_sink = std::function<void(std::string body, std::string signature,
+                                         std::function<void(int status)> done)>;
+
+class gateway {
+public:
+    virtual ~gateway() = default;
+
+    // Sends an order to the exchange. Idempotent by order id: sending the same id again must not
+    // execute it twice. Called only after the trade's trade_submitted event is durable.
+    virtual void submit(const order& o) = 0;
+    // The latest price of a listed symbol; nullopt when the symbol is not listed. Non-blocking.
+    [[nodiscard]] virtual std::optional<money> quote(symbol s) const = 0;
+    // Whether the exchange accepts orders at `now`.
+    [[nodiscard]] virtual bool market_open(timestamp_ms now) const = 0;
+    // Stops timers and threads; pending callbacks are abandoned (the exchange would retry them).
+    virtual void stop() = 0;
+};
+
+}  // namespace broker::exchange

@@ -1,0 +1,215 @@
+#include "node/engine_runner.h"
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+#include "engine/assert.h"
+#include "engine/decide.h"
+
+namespace broker::node {
+
+namespace {
+
+exchange::order order_for(const trade& t) {
+    return exchange::order{t.id, t.sym, t.trade_side, t.qty, t.limit_price};
+}
+
+api::account_view account_of(const customer& c) {
+    return api::account_view{c.id, c.cash, c.reserved_cash, c.positions};
+}
+
+}  // namespace
+
+engine_runner::engine_runner(journal::store& store, state recovered, runner_config config,
+                             executor_fn post_to_io)
+    : store_(store),
+      state_(std::move(recovered)),
+      config_(config),
+      post_to_io_(std::move(post_to_io)) {
+    BROKER_ASSERT(state_.last_sequence == store_.last_sequence());
+}
+
+engine_runner::~engine_runner() { stop(); }
+
+void engine_runner::start(exchange::gateway* gateway) {
+    gateway_ = gateway;
+    // Trades that were at the exchange when the node stopped: ask again. The exchange answers
+    // re-sent orders idempotently, and the fill is applied once whatever it repeats.
+    std::size_t resent = 0;
+    for (const auto& [id, t] : state_.open_trades) {
+        if (t.status == trade_status::in_progress) {
+            gateway_->submit(order_for(t));
+            ++resent;
+        }
+    }
+    if (resent > 0) spdlog::info("re-sent {} trades that were in flight at the exchange", resent);
+    engine_thread_ = std::thread([this] { engine_loop(); });
+    writer_thread_ = std::thread([this] { writer_loop(); });
+}
+
+void engine_runner::stop() {
+    {
+        std::lock_guard lock(inbound_mutex_);
+        if (stopping_) return;
+        stopping_ = true;
+    }
+    inbound_cv_.notify_all();
+    if (engine_thread_.joinable()) engine_thread_.join();
+    if (writer_thread_.joinable()) writer_thread_.join();
+}
+
+timestamp_ms engine_runner::now() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::optional<money> engine_runner::quote(symbol s) { return gateway_->quote(s); }
+
+bool engine_runner::market_open(timestamp_ms t) { return gateway_->market_open(t); }
+
+std::optional<trade> engine_runner::find_closed_trade(trade_id id) {
+    auto found = store_.find_trade(id);
+    if (!found) {
+        spdlog::error("trade store read failed: {}", found.error().what);
+        return std::nullopt;
+    }
+    return *found;
+}
+
+bool engine_runner::submit(command c, api::completion done) {
+    return enqueue(request{std::move(c), std::move(done)});
+}
+
+bool engine_runner::submit_digest(api::completion done) {
+    return enqueue(request{digest_query{}, std::move(done)});
+}
+
+bool engine_runner::enqueue(request r) {
+    {
+        std::lock_guard lock(inbound_mutex_);
+        // A bounded queue: past the bound the client is told to back off (503) instead of
+        // growing memory while the engine catches up.
+        if (stopping_ || inbound_.size() >= config_.inbound_max) return false;
+        inbound_.push_back(std::move(r));
+    }
+    inbound_cv_.notify_one();
+    return true;
+}
+
+void engine_runner::engine_loop() {
+    std::vector<request> taken;
+    for (;;) {
+        {
+            std::unique_lock lock(inbound_mutex_);
+            inbound_cv_.wait(lock, [&] { return stopping_ || !inbound_.empty(); });
+            if (inbound_.empty()) break;  // stopping, and everything queued was processed
+            if (inbound_.size() <= config_.batch_max) {
+                taken.swap(inbound_);
+            } else {
+                taken.assign(std::make_move_iterator(inbound_.begin()),
+                             std::make_move_iterator(inbound_.begin() + config_.batch_max));
+                inbound_.erase(inbound_.begin(), inbound_.begin() + config_.batch_max);
+            }
+        }
+        batch b;
+        const timestamp_ms t = now();
+        for (auto& r : taken) process(r, t, b);
+        taken.clear();
+        {
+            std::unique_lock lock(batches_mutex_);
+            batches_room_cv_.wait(lock, [&] { return batches_.size() < config_.pending_batches_max; });
+            batches_.push_back(std::move(b));
+        }
+        batches_cv_.notify_one();
+    }
+    {
+        std::lock_guard lock(batches_mutex_);
+        engine_done_ = true;
+    }
+    batches_cv_.notify_one();
+}
+
+void engine_runner::process(request& r, timestamp_ms t, batch& b) {
+    api::outcome result;
+    if (std::holds_alternative<digest_query>(r.what)) {
+        result.sequence = state_.last_sequence;
+        result.digest = journal::state_digest(state_);
+    } else {
+        result = run_command(std::get<command>(r.what), t, b);
+    }
+    b.replies.push_back(reply{std::move(r.done), std::move(result)});
+}
+
+api::outcome engine_runner::run_command(const command& c, timestamp_ms t, batch& b) {
+    decision d = decide(state_, c, t);
+    api::outcome out;
+    out.code = d.code;
+    out.repeated = d.repeated;
+    for (auto& body : d.events) {
+        const bool submitted = std::holds_alternative<trade_submitted>(body);
+        event e{state_.last_sequence + 1, t, std::move(body)};
+        auto change = apply(state_, e);
+        if (change) {
+            if (is_terminal(change->snapshot.status)) {
+                b.writes.closed_trades.push_back(change->snapshot);
+            }
+            if (submitted) b.orders.push_back(order_for(change->snapshot));
+            // The answer shows the trade as the command's first event left it (a placement
+            // answers PLACED even when the trade went to the exchange in the same batch).
+            if (!out.trade_view) out.trade_view = std::move(change->snapshot);
+        }
+        b.writes.events.push_back(std::move(e));
+    }
+    if (const auto* g = std::get_if<get_trade>(&c); g != nullptr && d.code == errc::ok) {
+        out.trade_view = *state_.find_open_trade(g->id);
+    }
+    const std::string* customer_id = nullptr;
+    if (const auto* a = std::get_if<get_account>(&c)) customer_id = &a->customer_id;
+    if (const auto* o = std::get_if<open_customer>(&c)) customer_id = &o->customer_id;
+    if (customer_id != nullptr && d.code == errc::ok) {
+        out.account = account_of(*state_.find_customer(*customer_id));
+    }
+    out.sequence = state_.last_sequence;
+    return out;
+}
+
+void engine_runner::writer_loop() {
+    std::deque<batch> taken;
+    for (;;) {
+        {
+            std::unique_lock lock(batches_mutex_);
+            batches_cv_.wait(lock, [&] { return engine_done_ || !batches_.empty(); });
+            if (batches_.empty()) break;  // the engine is done and everything is written
+            taken.swap(batches_);
+        }
+        batches_room_cv_.notify_all();
+        // Group commit: every pending batch goes into one synced WriteBatch.
+        journal::write_set all;
+        for (auto& b : taken) {
+            for (auto& e : b.writes.events) all.events.push_back(std::move(e));
+            for (auto& tr : b.writes.closed_trades) all.closed_trades.push_back(std::move(tr));
+        }
+        if (!all.events.empty()) {
+            if (auto written = store_.append(all); !written) {
+                // State has moved past the disk, and nothing of it was seen outside. Stopping
+                // here is the only safe answer; recovery replays what is durable.
+                spdlog::critical("journal write failed, stopping: {}", written.error().what);
+                spdlog::shutdown();
+                std::abort();
+            }
+        }
+        for (auto& b : taken) {
+            for (auto& r : b.replies) {
+                post_to_io_([done = std::move(r.done), result = std::move(r.result)]() mutable {
+                    done(std::move(result));
+                });
+            }
+            for (const auto& o : b.orders) gateway_->submit(o);
+        }
+        taken.clear();
+    }
+}
+
+}  // namespace broker::node

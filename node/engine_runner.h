@@ -1,0 +1,106 @@
+// The engine runner: the engine thread, the journal writer thread, and the queues between them.
+//
+//   IO threads --submit--> [inbound queue] --> engine thread: decide + apply, batch by batch
+//                                               |
+//                                               v
+//                                  [batch queue] --> writer thread: one synced WriteBatch for all
+//                                                    pending batches (group commit), then answers
+//                                                    clients and sends orders to the exchange
+//
+// The engine thread alone owns `state`; it runs ahead of durability, but nothing it decided is
+// visible outside until the writer has made it durable: replies and exchange orders leave only
+// after the commit that holds their events. A failed commit is fatal (the process aborts) because
+// state has moved past what is on disk and nothing of it has been seen outside.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "api/services.h"
+#include "engine/state.h"
+#include "exchange/gateway.h"
+#include "journal/store.h"
+
+namespace broker::node {
+
+struct runner_config {
+    std::size_t inbound_max = 65'536;  // queued requests before clients get 503
+    std::size_t batch_max = 4'096;     // requests decided per engine batch
+    std::size_t pending_batches_max = 64;
+    std::int64_t collar_bps = limits::collar_bps_default;
+};
+
+// Where completions run: the node posts them to its IO context.
+using executor_fn = std::function<void(std::function<void()>)>;
+
+class engine_runner final : public api::services {
+public:
+    engine_runner(journal::store& store, state recovered, runner_config config,
+                  executor_fn post_to_io);
+    ~engine_runner() override;
+
+    // The gateway receives every order once its trade_submitted event is durable. Set before
+    // start(); on start, trades recovered IN_PROGRESS are sent again (the exchange is idempotent
+    // by order id), so that a crash never leaves a trade hanging.
+    void start(exchange::gateway* gateway);
+    // Processes everything already queued, commits it, and joins the threads.
+    void stop();
+
+    [[nodiscard]] bool submit(command c, api::completion done) override;
+    [[nodiscard]] bool submit_digest(api::completion done) override;
+    [[nodiscard]] std::optional<trade> find_closed_trade(trade_id id) override;
+    [[nodiscard]] std::optional<money> quote(symbol s) override;
+    [[nodiscard]] bool market_open(timestamp_ms now) override;
+    [[nodiscard]] std::int64_t collar_bps() const override { return config_.collar_bps; }
+    [[nodiscard]] timestamp_ms now() override;
+
+private:
+    struct digest_query {};
+    struct request {
+        std::variant<command, digest_query> what;
+        api::completion done;
+    };
+    struct reply {
+        api::completion done;
+        api::outcome result;
+    };
+    struct batch {
+        journal::write_set writes;
+        std::vector<reply> replies;
+        std::vector<exchange::order> orders;
+    };
+
+    [[nodiscard]] bool enqueue(request r);
+    void engine_loop();
+    void writer_loop();
+    void process(request& r, timestamp_ms now, batch& b);
+    api::outcome run_command(const command& c, timestamp_ms now, batch& b);
+
+    journal::store& store_;
+    state state_;  // engine thread only (and the constructor)
+    runner_config config_;
+    executor_fn post_to_io_;
+    exchange::gateway* gateway_ = nullptr;
+
+    std::mutex inbound_mutex_;
+    std::condition_variable inbound_cv_;
+    std::vector<request> inbound_;
+    bool stopping_ = false;
+
+    std::mutex batches_mutex_;
+    std::condition_variable batches_cv_;       // writer waits for batches
+    std::condition_variable batches_room_cv_;  // engine waits for room
+    std::deque<batch> batches_;
+    bool engine_done_ = false;
+
+    std::thread engine_thread_;
+    std::thread writer_thread_;
+};
+
+}  // namespace broker::node

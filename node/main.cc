@@ -1,0 +1,185 @@
+// brokerd: the composition root. Parses the command line, opens and recovers the journal, wires
+// the engine runner, the exchange gateway and the HTTP server, and runs until SIGINT/SIGTERM.
+#include <csignal>
+#include <cstdlib>
+#include <future>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <fmt/format.h>
+#include <openssl/rand.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "api/jwt.h"
+#include "api/router.h"
+#include "api/server.h"
+#include "exchange/simulator.h"
+#include "journal/store.h"
+#include "node/demo.h"
+#include "node/engine_runner.h"
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace {
+
+struct options {
+    std::string data_dir;
+    std::string listen = "127.0.0.1:8080";
+    std::string exchange = "sim";
+    bool demo = false;
+    std::string jwt_secret;
+    std::string exchange_secret;
+    int io_threads = 2;
+    std::int64_t collar_bps = broker::limits::collar_bps_default;
+    broker::exchange::simulator_config sim;
+};
+
+[[noreturn]] void die(const std::string& reason) {
+    fmt::print(stderr, "brokerd: {}\n", reason);
+    std::exit(2);
+}
+
+std::optional<tcp::endpoint> parse_endpoint(const std::string& text) {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos) return std::nullopt;
+    std::string host = text.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+    }
+    boost::system::error_code ec;
+    const auto address = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+    if (ec) return std::nullopt;
+    int port = 0;
+    try {
+        port = std::stoi(text.substr(colon + 1));
+    } catch (...) {
+        return std::nullopt;
+    }
+    if (port < 0 || port > 65535) return std::nullopt;
+    return tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+std::string random_secret() {
+    unsigned char bytes[32];
+    if (RAND_bytes(bytes, sizeof bytes) != 1) die("no randomness for the exchange secret");
+    std::string hex;
+    for (const unsigned char b : bytes) hex += fmt::format("{:02x}", b);
+    return hex;
+}
+
+options parse(int argc, char** argv) {
+    options o;
+    CLI::App app{"brokerd: a durable, event-sourced stockbroker backend"};
+    app.add_option("--data-dir", o.data_dir, "journal directory (created when missing)")->required();
+    app.add_option("--listen", o.listen, "HTTP address, HOST:PORT")->capture_default_str();
+    app.add_option("--exchange", o.exchange,
+                   "'sim' for the embedded simulated exchange")->capture_default_str();
+    app.add_flag("--demo", o.demo, "open funded demo customers and print a curl line");
+    app.add_option("--jwt-secret", o.jwt_secret, "HS256 secret for client tokens")
+        ->envname("BROKER_JWT_SECRET");
+    app.add_option("--exchange-secret", o.exchange_secret,
+                   "HMAC secret of exchange callbacks (embedded exchange: random when unset)")
+        ->envname("BROKER_EXCHANGE_SECRET");
+    app.add_option("--io-threads", o.io_threads, "HTTP threads")->check(CLI::Range(1, 64))
+        ->capture_default_str();
+    app.add_option("--collar-bps", o.collar_bps, "price collar on market buys, basis points")
+        ->check(CLI::Range(std::int64_t{0}, broker::limits::collar_bps_max))->capture_default_str();
+    app.add_option("--sim-latency-ms", o.sim.latency_ms, "simulated exchange: mean latency")
+        ->check(CLI::Range(std::int64_t{0}, std::int64_t{60'000}))->capture_default_str();
+    app.add_option("--sim-reject-rate", o.sim.reject_rate, "simulated exchange: reject share")
+        ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+    app.add_option("--sim-duplicate-rate", o.sim.duplicate_rate,
+                   "simulated exchange: share of callbacks delivered twice")
+        ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+    app.add_option("--sim-seed", o.sim.seed, "simulated exchange: random seed")
+        ->capture_default_str();
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        std::exit(app.exit(e));
+    }
+    if (o.jwt_secret.empty()) die("a JWT secret is required (--jwt-secret or BROKER_JWT_SECRET)");
+    if (o.exchange != "sim") die("--exchange: only 'sim' (the embedded simulated exchange) is available");
+    if (o.exchange_secret.empty()) o.exchange_secret = random_secret();
+    o.sim.secret = o.exchange_secret;
+    return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const options opt = parse(argc, argv);
+    spdlog::set_default_logger(spdlog::stderr_color_mt("brokerd"));
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+
+    const auto endpoint = parse_endpoint(opt.listen);
+    if (!endpoint) die(fmt::format("--listen: '{}' is not HOST:PORT", opt.listen));
+
+    auto opened = broker::journal::store::open(opt.data_dir);
+    if (!opened) die(fmt::format("cannot open journal in {}: {}", opt.data_dir, opened.error().what));
+    auto& store = **opened;
+    const auto started = std::chrono::steady_clock::now();
+    auto recovered = broker::journal::recover(store);
+    if (!recovered) die(fmt::format("journal recovery failed: {}", recovered.error().what));
+    spdlog::info("recovered {} events, {} customers, {} open trades in {} ms",
+                 recovered->last_sequence, recovered->customers.size(),
+                 recovered->open_trades.size(),
+                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - started).count());
+
+    net::io_context io(opt.io_threads);
+    broker::node::runner_config rc;
+    rc.collar_bps = opt.collar_bps;
+    broker::node::engine_runner runner(store, std::move(*recovered), rc,
+                                       [&io](std::function<void()> fn) { net::post(io, std::move(fn)); });
+    broker::api::router router(runner, broker::api::router_config{opt.jwt_secret, opt.exchange_secret});
+
+    // The embedded exchange calls back through the router, exactly as a networked one would.
+    auto gateway = broker::exchange::make_simulated_exchange(
+        opt.sim, [&router](std::string body, std::string signature,
+                           std::function<void(int)> done) {
+            router.handle_exchange_callback(signature, body,
+                                            [done = std::move(done)](broker::api::http_response r) {
+                                                done(static_cast<int>(r.status));
+                                            });
+        });
+    runner.start(gateway.get());
+
+    broker::api::server server(io, router, broker::api::server_config{});
+    if (auto failed = server.listen(*endpoint)) die(fmt::format("--listen {}: {}", opt.listen, *failed));
+    const auto bound = server.local_endpoint();
+    spdlog::info("listening on {}:{} with the embedded simulated exchange", bound.address().to_string(),
+                 bound.port());
+
+    std::thread stopper;
+    net::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code&, int sig) {
+        spdlog::info("signal {}: shutting down", sig);
+        server.stop();
+        gateway->stop();
+        // Finish and commit what is queued; its completions post to io, which keeps running
+        // until the runner has stopped.
+        stopper = std::thread([&] {
+            runner.stop();
+            net::post(io, [&io] { io.stop(); });
+        });
+    });
+
+    std::vector<std::thread> threads;
+    for (int i = 0; i < opt.io_threads; ++i) threads.emplace_back([&io] { io.run(); });
+
+    if (opt.demo) {
+        broker::node::open_demo_customers(runner, gateway.get());
+        broker::node::print_demo_banner(opt.jwt_secret, bound);
+    }
+    for (auto& t : threads) t.join();
+    if (stopper.joinable()) stopper.join();
+    spdlog::info("stopped at sequence {}", store.last_sequence());
+    return 0;
+}
