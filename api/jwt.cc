@@ -84,19 +84,20 @@ struct token_parts {
         std::string_view alg;
         alg_ok = !field.value.get_string().get(alg) && alg == "HS256";
     }
-    // A duplicated "alg" could be read differently by another parser in front of us; refuse it.
+    // A duplicated "alg" could be read differently by another parser in front of us; RFC 7515
+    // section 4 lets us refuse it.
     if (alg_count > 1) return jwt_error::malformed;
     if (!alg_ok) return jwt_error::unsupported_algorithm;
     return std::nullopt;
 }
 
-[[nodiscard]] bool signature_matches(const token_parts& parts, std::string_view secret) {
-    const std::optional<std::string> given = base64url_decode(parts.signature);
+[[nodiscard]] bool signature_matches(std::string_view signing_input, std::string_view given,
+                                     std::string_view secret) {
     digest expected{};
-    if (!given || given->size() != expected.size()) return false;
-    if (!hmac_sha256(secret, parts.signing_input, expected)) return false;
+    if (given.size() != expected.size()) return false;
+    if (!hmac_sha256(secret, signing_input, expected)) return false;
     // Constant time, so response timing does not reveal how many leading bytes were right.
-    return CRYPTO_memcmp(given->data(), expected.data(), expected.size()) == 0;
+    return CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
 }
 
 // Reads the claims of an authenticated payload. Claim types are checked before claim values so
@@ -112,8 +113,8 @@ struct token_parts {
     claims out;
     bool has_sub = false, sub_is_string = false, has_exp = false, has_iat = false, has_role = false;
     for (const simdjson::dom::key_value_pair field : object) {
-        // Duplicated claims are refused: RFC 7519 4 allows it, and which copy wins differs
-        // between parsers.
+        // Duplicated claims are refused (RFC 7519 section 4 allows that or "last one wins"), so
+        // that no other parser in front of us can read a different claim than we do.
         if (field.key == "sub") {
             if (has_sub) return unexpected{jwt_error::malformed};
             has_sub = true;
@@ -270,8 +271,11 @@ result<claims, jwt_error> verify_jwt(std::string_view token, std::string_view se
     }
     // The signature's encoding is checked apart from its value so that garbage reads as malformed,
     // and a well-formed but wrong signature as bad_signature.
-    if (!base64url_decode(parts->signature)) return unexpected{jwt_error::malformed};
-    if (!signature_matches(*parts, secret)) return unexpected{jwt_error::bad_signature};
+    const std::optional<std::string> signature = base64url_decode(parts->signature);
+    if (!signature) return unexpected{jwt_error::malformed};
+    if (!signature_matches(parts->signing_input, *signature, secret)) {
+        return unexpected{jwt_error::bad_signature};
+    }
 
     // Authenticated from here on: the payload was written by a holder of the secret.
     const std::optional<std::string> payload = base64url_decode(parts->payload);
