@@ -83,6 +83,7 @@ public:
 
 private:
     struct report {
+        std::uint64_t order_id = 0;
         std::string body;
         int attempts = 0;
     };
@@ -133,6 +134,7 @@ private:
         }
         const std::string id = format_trade_id(o.id);
         auto r = std::make_shared<report>();
+        r->order_id = o.id.value;
         r->body = fmt::format(
             R"({{"order_id":"{}","exec_id":"SIM-{}-{}","status":"{}","quantity":{},)"
             R"("fill_price":{},"reason":{},"executed_at":"{}"}})",
@@ -154,7 +156,11 @@ private:
     void delivered(std::shared_ptr<report> r, bool duplicate, int status) {
         if (stopped_) return;
         if (status >= 200 && status < 300) {
-            if (duplicate) deliver(r, false);
+            if (duplicate) {
+                deliver(r, false);
+            } else {
+                accepted_.erase(r->order_id);  // settled: the order no longer needs remembering
+            }
             return;
         }
         if (status == 404) {
