@@ -31,6 +31,21 @@ struct place_trade {
     std::optional<money> reference_price;  // nullopt: the symbol is not listed
     bool market_open = true;
     std::int64_t collar_bps = limits::collar_bps_default;
+    // Idempotency beyond the engine's memory: the trade the store recorded for client_order_id
+    // (if any) when the caller looked, and when it looked. The engine remembers client order ids
+    // of open trades and of trades closed within limits::client_order_memory_ms; a lookup older
+    // than half that window could have missed a trade closed since, so it is refused.
+    std::optional<trade_id> known_client_order;
+    timestamp_ms client_order_checked_at = 0;
+};
+
+// Change the quantity of a trade that is still PLACED (not yet at the exchange).
+struct modify_trade {
+    std::string customer_id;
+    trade_id id;
+    quantity qty;
+    std::optional<money> reference_price;  // the current quote of the trade's symbol
+    std::int64_t collar_bps = limits::collar_bps_default;
 };
 
 struct cancel_trade {
@@ -57,8 +72,16 @@ struct get_trade {
 struct get_account {
     std::string customer_id;
 };
+struct list_open_trades {
+    std::string customer_id;
+};
+// The trade a client_order_id names, if the engine still remembers it (open or recently closed).
+struct find_client_order {
+    std::string customer_id;
+    std::string client_order_id;
+};
 
-using command = std::variant<open_customer, place_trade, cancel_trade, apply_execution, get_trade,
-                             get_account>;
+using command = std::variant<open_customer, place_trade, cancel_trade, modify_trade, apply_execution,
+                             get_trade, get_account, list_open_trades, find_client_order>;
 
 }  // namespace broker

@@ -63,8 +63,17 @@ struct decider {
         if (p.qty.shares <= 0 || p.qty.shares > limits::quantity_max) {
             return fail(errc::invalid_quantity);
         }
-        if (!p.client_order_id.empty() && !valid_client_order_id(p.client_order_id)) {
-            return fail(errc::invalid_client_order_id);
+        if (!p.client_order_id.empty()) {
+            if (!valid_client_order_id(p.client_order_id)) return fail(errc::invalid_client_order_id);
+            // Idempotency: a client_order_id already used names the trade it created; the caller
+            // compares the request with that trade.
+            if (const client_order* o = c->find_client_order(p.client_order_id)) {
+                return decision{errc::ok, {}, o->id, true};
+            }
+            if (p.known_client_order) return decision{errc::ok, {}, *p.known_client_order, true};
+            if (now - p.client_order_checked_at > limits::client_order_memory_ms / 2) {
+                return fail(errc::stale_request);
+            }
         }
         if (p.sym.packed == 0) return fail(errc::invalid_symbol);
         if (!p.reference_price) return fail(errc::unknown_symbol);
@@ -131,13 +140,63 @@ struct decider {
             return fail(c.id.value > 0 && c.id.value < s.next_trade_id ? errc::trade_not_cancelable
                                                                         : errc::trade_not_found);
         }
-        if (t->status != trade_status::placed) return fail(errc::trade_not_cancelable);
+        if (t->status != trade_status::placed) return decision{errc::trade_not_cancelable, {}, c.id, false};
         decision d;
         d.trade = c.id;
         d.events.push_back(trade_canceled{c.id});
         const customer* owner = s.find_customer(t->customer_id);
         BROKER_ASSERT(owner != nullptr);
         if (!owner->fifo.empty() && owner->fifo.front() == c.id) submit_next(s, *owner, c.id, d);
+        return d;
+    }
+
+    decision operator()(const modify_trade& m) const {
+        const trade* t = s.find_open_trade(m.id);
+        if (t == nullptr || t->customer_id != m.customer_id) {
+            return fail(t == nullptr && m.id.value > 0 && m.id.value < s.next_trade_id
+                            ? errc::trade_not_modifiable
+                            : errc::trade_not_found);
+        }
+        if (t->status != trade_status::placed) return decision{errc::trade_not_modifiable, {}, m.id, false};
+        if (m.qty.shares <= 0 || m.qty.shares > limits::quantity_max) {
+            return fail(errc::invalid_quantity);
+        }
+        if (!m.reference_price) return fail(errc::unknown_symbol);
+        const money price = *m.reference_price;
+        if (price.ticks <= 0 || price.ticks > limits::price_max_ticks ||
+            m.collar_bps < 0 || m.collar_bps > limits::collar_bps_max) {
+            return fail(errc::invalid_price);
+        }
+        const customer* c = s.find_customer(m.customer_id);
+        BROKER_ASSERT(c != nullptr);
+        money limit;
+        money reserve;
+        if (t->trade_side == side::buy) {
+            const auto collared = apply_collar(price, m.collar_bps);
+            const auto notional = collared ? checked_mul(*collared, m.qty) : std::nullopt;
+            if (!notional || notional->ticks > limits::notional_max_ticks) {
+                return fail(errc::notional_too_large);
+            }
+            limit = *collared;
+            reserve = *notional;
+            // The trade's own reservation is released by the change, so it counts as available.
+            if (reserve.ticks > c->buying_power().ticks + t->reserved_cash.ticks) {
+                return fail(errc::insufficient_funds);
+            }
+        } else {
+            const auto notional = checked_mul(price, m.qty);
+            if (!notional || notional->ticks > limits::notional_max_ticks) {
+                return fail(errc::notional_too_large);
+            }
+            const position* held = c->find_position(t->sym);
+            BROKER_ASSERT(held != nullptr);
+            if (m.qty.shares > held->shares - held->reserved + t->qty.shares) {
+                return fail(errc::insufficient_shares);
+            }
+        }
+        decision d;
+        d.trade = m.id;
+        d.events.push_back(trade_modified{m.id, m.qty, price, limit, reserve});
         return d;
     }
 
@@ -184,6 +243,18 @@ struct decider {
         const trade* t = s.find_open_trade(g.id);
         if (t == nullptr || t->customer_id != g.customer_id) return fail(errc::trade_not_found);
         return decision{errc::ok, {}, g.id, false};
+    }
+
+    decision operator()(const list_open_trades& l) const {
+        if (s.find_customer(l.customer_id) == nullptr) return fail(errc::customer_not_found);
+        return decision{};
+    }
+
+    decision operator()(const find_client_order& f) const {
+        const customer* c = s.find_customer(f.customer_id);
+        const client_order* o = c != nullptr ? c->find_client_order(f.client_order_id) : nullptr;
+        if (o == nullptr) return fail(errc::trade_not_found);
+        return decision{errc::ok, {}, o->id, false};
     }
 
     decision operator()(const get_account& g) const {

@@ -16,10 +16,11 @@ std::string_view to_string(event_type t) {
         case event_type::trade_filled: return "trade_filled";
         case event_type::trade_rejected: return "trade_rejected";
         case event_type::trade_canceled: return "trade_canceled";
+        case event_type::trade_modified: return "trade_modified";
     }
     return "unknown";
 }
 
-static_assert(std::variant_size_v<event_body> == 7, "add the new event to event_type too");
+static_assert(std::variant_size_v<event_body> == 8, "add the new event to event_type too");
 
 }  // namespace broker

@@ -23,6 +23,7 @@ enum class event_type : std::uint16_t {
     trade_filled = 5,
     trade_rejected = 6,
     trade_canceled = 7,
+    trade_modified = 8,
 };
 
 struct position_amount {
@@ -98,8 +99,19 @@ struct trade_canceled {
     friend bool operator==(const trade_canceled&, const trade_canceled&) = default;
 };
 
+// The customer changed the quantity of a trade still PLACED; the reservation was re-computed at
+// the quote of that moment (reference_price) and replaces the old one.
+struct trade_modified {
+    trade_id id;
+    quantity qty;
+    money reference_price;
+    money limit_price;
+    money reserved_cash;
+    friend bool operator==(const trade_modified&, const trade_modified&) = default;
+};
+
 using event_body = std::variant<customer_opened, trade_placed, trade_refused, trade_submitted,
-                                trade_filled, trade_rejected, trade_canceled>;
+                                trade_filled, trade_rejected, trade_canceled, trade_modified>;
 
 [[nodiscard]] event_type type_of(const event_body& body);
 [[nodiscard]] std::string_view to_string(event_type t);

@@ -35,6 +35,10 @@ inline constexpr std::size_t reason_max = 64;
 // The exchange's execution id; longer ones are refused before they reach the journal.
 inline constexpr std::size_t exec_id_max = 64;
 
+// How long the engine remembers the client_order_id of a closed trade. Older ones are found in
+// the store by the API before the command reaches the engine (see place_trade).
+inline constexpr std::int64_t client_order_memory_ms = 10 * 60 * 1000;
+
 // Per-customer bounds keep one customer from growing memory without limit.
 inline constexpr std::size_t open_trades_per_customer_max = 1'000;
 inline constexpr std::size_t positions_per_customer_max = 1'000;

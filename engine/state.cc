@@ -22,6 +22,13 @@ position& customer::position_for(symbol s) {
     return *it;
 }
 
+const client_order* customer::find_client_order(std::string_view client_order_id) const {
+    for (const auto& c : client_orders) {
+        if (c.client_order_id == client_order_id) return &c;
+    }
+    return nullptr;
+}
+
 const customer* state::find_customer(std::string_view id) const {
     auto it = customers.find(std::string(id));
     return it == customers.end() ? nullptr : &it->second;
@@ -58,8 +65,25 @@ trade_change changed(const trade& t, customer& c) {
     return trade_change{t, c.update_sequence};
 }
 
+// Remembers a new trade's client order id, and forgets those closed longer ago than the memory
+// window (by event time, so replay forgets exactly what the live node forgot).
+void remember_client_order(customer& c, const std::string& client_order_id, trade_id id,
+                           timestamp_ms at, bool closed) {
+    std::erase_if(c.client_orders, [at](const client_order& o) {
+        return o.closed_at != 0 && o.closed_at + limits::client_order_memory_ms < at;
+    });
+    if (client_order_id.empty()) return;
+    BROKER_ASSERT(c.find_client_order(client_order_id) == nullptr);
+    c.client_orders.push_back(client_order{client_order_id, id, closed ? at : 0});
+}
+
 // Removes a trade that reached a terminal status from the open set and its customer's FIFO.
 trade_change close_trade(state& s, customer& c, trade&& t) {
+    if (!t.client_order_id.empty()) {
+        for (auto& o : c.client_orders) {
+            if (o.id == t.id) o.closed_at = t.updated_at;
+        }
+    }
     auto pos = std::find(c.fifo.begin(), c.fifo.end(), t.id);
     BROKER_ASSERT(pos != c.fifo.end());
     c.fifo.erase(pos);
@@ -123,6 +147,7 @@ struct applier {
         }
         assert_customer_sound(c);
         c.fifo.push_back(e.id);
+        remember_client_order(c, e.client_order_id, e.id, at, false);
         ++s.next_trade_id;
         ++s.trades_total;
         auto [it, inserted] = s.open_trades.emplace(e.id.value, std::move(t));
@@ -145,6 +170,7 @@ struct applier {
         t.created_at = at;
         t.updated_at = at;
         t.reference_price = e.reference_price;
+        remember_client_order(c, e.client_order_id, e.id, at, true);
         ++s.next_trade_id;
         ++s.trades_total;
         trade_change out = changed(t, c);
@@ -221,6 +247,24 @@ struct applier {
         return close_trade(s, c, std::move(t));
     }
 
+    std::optional<trade_change> operator()(const trade_modified& e) {
+        trade& t = open_trade(s, e.id);
+        customer& c = customer_of(s, t.customer_id);
+        BROKER_ASSERT(t.status == trade_status::placed);
+        if (t.trade_side == side::buy) {
+            c.reserved_cash.ticks += e.reserved_cash.ticks - t.reserved_cash.ticks;
+        } else {
+            c.position_for(t.sym).reserved += e.qty.shares - t.qty.shares;
+        }
+        assert_customer_sound(c);
+        t.qty = e.qty;
+        t.reference_price = e.reference_price;
+        t.limit_price = e.limit_price;
+        t.reserved_cash = e.reserved_cash;
+        t.updated_at = at;
+        return changed(t, c);
+    }
+
     // A SELL reservation may have created an entry only to hold `reserved`; keep the vector to
     // positions that hold something.
     static void drop_empty_position(customer& c, symbol sym) {
@@ -261,6 +305,13 @@ std::optional<std::string> check_invariants(const state& s) {
             if (t->status == trade_status::in_progress) {
                 ++at_exchange;
                 if (i != 0) return fmt::format("customer {}: a trade behind the head is sent", id);
+            }
+            if (!t->client_order_id.empty()) {
+                const client_order* o = c.find_client_order(t->client_order_id);
+                if (o == nullptr || o->id != t->id || o->closed_at != 0) {
+                    return fmt::format("customer {} forgot the client order id of open trade {}",
+                                       id, t->id.value);
+                }
             }
             if (t->trade_side == side::buy) {
                 reserved_by_trades.ticks += t->reserved_cash.ticks;
@@ -345,6 +396,17 @@ void write_canonical(const state& s, std::string& out) {
         }
         put_u64(out, c->fifo.size());
         for (const auto id : c->fifo) put_u64(out, id.value);
+        std::vector<const client_order*> orders;
+        for (const auto& o : c->client_orders) orders.push_back(&o);
+        std::sort(orders.begin(), orders.end(), [](const client_order* a, const client_order* b) {
+            return a->client_order_id < b->client_order_id;
+        });
+        put_u64(out, orders.size());
+        for (const client_order* o : orders) {
+            put_str(out, o->client_order_id);
+            put_u64(out, o->id.value);
+            put_i64(out, o->closed_at);
+        }
     }
     std::vector<const trade*> trades;
     trades.reserve(s.open_trades.size());

@@ -47,6 +47,14 @@ struct trade {
     friend bool operator==(const trade&, const trade&) = default;
 };
 
+// A client_order_id the engine remembers for idempotent placement.
+struct client_order {
+    std::string client_order_id;
+    trade_id id;
+    timestamp_ms closed_at = 0;  // 0 while the trade is open
+    friend bool operator==(const client_order&, const client_order&) = default;
+};
+
 struct customer {
     std::string id;
     money cash;
@@ -54,6 +62,8 @@ struct customer {
     std::vector<position> positions;  // sorted by symbol
     std::vector<trade_id> fifo;       // open trades, oldest first; fifo[0] may be at the exchange
     std::uint64_t update_sequence = 0;  // per-customer count of trade status changes
+    // Client order ids of open trades and of trades closed within limits::client_order_memory_ms.
+    std::vector<client_order> client_orders;
     // What the account was opened with, so that a repeated open can be told apart from a
     // conflicting one.
     money opening_cash;
@@ -62,6 +72,7 @@ struct customer {
     [[nodiscard]] money buying_power() const { return money{cash.ticks - reserved_cash.ticks}; }
     [[nodiscard]] const position* find_position(symbol s) const;
     position& position_for(symbol s);  // creates an empty one when missing
+    [[nodiscard]] const client_order* find_client_order(std::string_view client_order_id) const;
 };
 
 struct state {

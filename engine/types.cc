@@ -90,7 +90,7 @@ std::string_view to_string(trade_status s) {
 }
 
 namespace {
-constexpr std::array<std::pair<errc, std::string_view>, 22> errc_names{{
+constexpr std::array<std::pair<errc, std::string_view>, 25> errc_names{{
     {errc::ok, "ok"},
     {errc::invalid_quantity, "invalid_quantity"},
     {errc::invalid_symbol, "invalid_symbol"},
@@ -110,6 +110,9 @@ constexpr std::array<std::pair<errc, std::string_view>, 22> errc_names{{
     {errc::trade_not_cancelable, "trade_not_cancelable"},
     {errc::trade_not_in_progress, "trade_not_in_progress"},
     {errc::fill_mismatch, "fill_mismatch"},
+    {errc::trade_not_modifiable, "trade_not_modifiable"},
+    {errc::client_order_id_conflict, "client_order_id_conflict"},
+    {errc::stale_request, "stale_request"},
     {errc::exchange_rejected, "exchange_rejected"},
     {errc::limit_not_marketable, "limit_not_marketable"},
     {errc::expired, "expired"},

@@ -84,6 +84,9 @@ enum class errc : std::uint16_t {
     trade_not_cancelable = 4002,
     trade_not_in_progress = 4003,
     fill_mismatch = 4004,
+    trade_not_modifiable = 4005,
+    client_order_id_conflict = 4006,
+    stale_request = 4007,
     // 5xxx: outcomes reported by the exchange.
     exchange_rejected = 5001,
     limit_not_marketable = 5002,

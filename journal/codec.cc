@@ -13,6 +13,8 @@
 //   trade_filled (5)    := trade_id:u64 fill_price:i64 exec_id:bytes executed_at:i64
 //   trade_rejected (6)  := trade_id:u64 reason:u16 exec_id:bytes
 //   trade_canceled (7)  := trade_id:u64
+//   trade_modified (8)  := trade_id:u64 qty:i64 reference_price:i64 limit_price:i64
+//                          reserved_cash:i64
 //
 // Terminal trade (trade store value):
 //
@@ -349,6 +351,15 @@ void fields(IO& io, E& e) {
     io.text(e.exec_id, exec_id_field);
 }
 
+template <class IO, is<trade_modified> E>
+void fields(IO& io, E& e) {
+    io(e.id);
+    io(e.qty);
+    io(e.reference_price);
+    io(e.limit_price);
+    io(e.reserved_cash);
+}
+
 template <class IO, is<trade> E>
 void fields(IO& io, E& t) {
     io(t.id);
@@ -394,6 +405,8 @@ std::optional<event_body> read_payload(event_type type, reader& r) {
             return read_body<trade_rejected>(r);
         case event_type::trade_canceled:
             return read_body<trade_canceled>(r);
+        case event_type::trade_modified:
+            return read_body<trade_modified>(r);
     }
     return std::nullopt;
 }

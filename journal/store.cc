@@ -18,7 +18,25 @@ namespace broker::journal {
 namespace {
 
 // Column family indexes in the handle vector; RocksDB requires "default" to be opened too.
-enum cf_index : std::size_t { cf_default = 0, cf_journal = 1, cf_trades = 2, cf_meta = 3 };
+enum cf_index : std::size_t {
+    cf_default = 0,
+    cf_journal = 1,
+    cf_trades = 2,
+    cf_meta = 3,
+    cf_closed_by_customer = 4,
+    cf_client_orders = 5,
+    cf_updates = 6,
+};
+
+// customer_id 0x00 suffix: the key of every per-customer index.
+std::string customer_key(std::string_view customer_id, std::string_view suffix) {
+    std::string k;
+    k.reserve(customer_id.size() + 1 + suffix.size());
+    k.append(customer_id);
+    k.push_back('\0');
+    k.append(suffix);
+    return k;
+}
 constexpr std::string_view chain_tip_key = "chain_tip";
 constexpr std::size_t tip_size = 8 + sizeof(hash256);
 
@@ -191,6 +209,9 @@ result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, 
         {"journal", cfo},
         {"trades", cfo},
         {"meta", cfo},
+        {"closed_by_customer", cfo},
+        {"client_orders", cfo},
+        {"updates", cfo},
     };
     auto p = std::make_unique<impl>();
     rocksdb::DB* raw = nullptr;
@@ -216,7 +237,7 @@ const hash256& store::tip_hash() const {
 }
 
 result<ok_t, store_error> store::append(const write_set& w) {
-    if (w.events.empty() && w.closed_trades.empty()) return ok_v;
+    if (w.events.empty() && w.closed_trades.empty() && w.changes.empty()) return ok_v;
     chain_tip next = impl_->tip;
     rocksdb::WriteBatch batch;
     std::string record;
@@ -234,6 +255,22 @@ result<ok_t, store_error> store::append(const write_set& w) {
         encode_trade(t, record);
         auto s = batch.Put(impl_->cf(cf_trades), be_key(t.id.value), record);
         if (!s.ok()) return failed(s, "batching a trade");
+    }
+    for (const auto& [c, created] : w.changes) {
+        const trade& t = c.snapshot;
+        record.clear();
+        encode_trade(t, record);
+        auto s = batch.Put(impl_->cf(cf_updates),
+                           customer_key(t.customer_id, be_key(c.update_sequence)), record);
+        if (s.ok() && is_terminal(t.status)) {
+            s = batch.Put(impl_->cf(cf_closed_by_customer),
+                          customer_key(t.customer_id, be_key(t.id.value)), record);
+        }
+        if (s.ok() && created && !t.client_order_id.empty()) {
+            s = batch.Put(impl_->cf(cf_client_orders),
+                          customer_key(t.customer_id, t.client_order_id), be_key(t.id.value));
+        }
+        if (!s.ok()) return failed(s, "batching trade indexes");
     }
     if (!w.events.empty()) {
         const auto s =
@@ -302,6 +339,64 @@ result<std::optional<trade>, store_error> store::find_trade(trade_id id) const {
                                    format_trade_id(t->id)));
     }
     return std::optional<trade>{std::move(t.value())};
+}
+
+result<std::vector<trade>, store_error> store::closed_trades(const std::string& customer_id,
+                                                           trade_id before,
+                                                           std::optional<symbol> sym,
+                                                           std::size_t limit) const {
+    std::vector<trade> out;
+    const std::string prefix = customer_key(customer_id, "");
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(rocksdb::ReadOptions{}, impl_->cf(cf_closed_by_customer)));
+    // Newest first: start just below `before` (or past the customer's last key) and walk back.
+    const std::uint64_t start = before.value == 0 ? std::numeric_limits<std::uint64_t>::max()
+                                                  : before.value - 1;
+    if (before.value == 1) return out;
+    it->SeekForPrev(customer_key(customer_id, be_key(start)));
+    for (; it->Valid() && out.size() < limit; it->Prev()) {
+        const std::string_view key = view(it->key());
+        if (!key.starts_with(prefix)) break;
+        auto t = decode_trade(view(it->value()));
+        if (!t) return corrupt(fmt::format("closed trade of {}: {}", customer_id, t.error().what));
+        if (sym && t->sym != *sym) continue;
+        out.push_back(std::move(*t));
+    }
+    if (!it->status().ok()) return failed(it->status(), "listing closed trades");
+    return out;
+}
+
+result<std::optional<trade_id>, store_error> store::find_client_order(
+    const std::string& customer_id, std::string_view client_order_id) const {
+    std::string value;
+    const auto s = impl_->db->Get(rocksdb::ReadOptions{}, impl_->cf(cf_client_orders),
+                                  customer_key(customer_id, client_order_id), &value);
+    if (s.IsNotFound()) return std::optional<trade_id>{};
+    if (!s.ok()) return failed(s, "reading a client order id");
+    const auto id = parse_key(value);
+    if (!id) return corrupt(fmt::format("client order {} of {}: bad trade id", client_order_id,
+                                        customer_id));
+    return std::optional<trade_id>{trade_id{*id}};
+}
+
+result<std::vector<trade_change>, store_error> store::updates_since(
+    const std::string& customer_id, std::uint64_t after, std::size_t limit) const {
+    std::vector<trade_change> out;
+    if (after == std::numeric_limits<std::uint64_t>::max()) return out;
+    const std::string prefix = customer_key(customer_id, "");
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(rocksdb::ReadOptions{}, impl_->cf(cf_updates)));
+    for (it->Seek(customer_key(customer_id, be_key(after + 1))); it->Valid() && out.size() < limit;
+         it->Next()) {
+        const std::string_view key = view(it->key());
+        if (!key.starts_with(prefix)) break;
+        const auto seq = parse_key(key.substr(prefix.size()));
+        auto t = decode_trade(view(it->value()));
+        if (!seq || !t) return corrupt(fmt::format("update of {} is corrupt", customer_id));
+        out.push_back(trade_change{std::move(*t), *seq});
+    }
+    if (!it->status().ok()) return failed(it->status(), "reading updates");
+    return out;
 }
 
 result<state, store_error> recover(const store& s, std::uint64_t until) {

@@ -4,6 +4,12 @@
 //   "journal" -- key: sequence as u64 big-endian; value: a record (codec.h)
 //   "trades"  -- key: trade_id as u64 big-endian; value: a terminal trade (codec.h encode_trade)
 //   "meta"    -- "chain_tip": u64 sequence + hash256 of the last record
+//   "closed_by_customer" -- key: customer_id 0x00 trade_id(u64 BE); value: the terminal trade
+//   "client_orders"      -- key: customer_id 0x00 client_order_id; value: trade_id (u64 BE)
+//   "updates"            -- key: customer_id 0x00 update sequence (u64 BE); value: the trade as
+//                           that change left it (the WebSocket stream's durable backlog)
+// Customer ids never contain 0x00 (engine valid_customer_id), so prefixes cannot collide. All
+// indexes are written in the same WriteBatch as the events they derive from.
 //
 // `append` is the group commit: all events and trade writes of one or more engine batches go into
 // one WriteBatch written with sync=true, so thousands of events share one fsync. A failed write is
@@ -32,10 +38,17 @@ struct store_error {
     bool corruption = false;  // true: bytes on disk are bad; false: IO/RocksDB failure
 };
 
+// A trade change to index: `created` marks the change that created the trade.
+struct indexed_change {
+    trade_change change;
+    bool created = false;
+};
+
 // One group commit's worth of writes.
 struct write_set {
     std::vector<event> events;          // consecutive sequences, continuing the journal
     std::vector<trade> closed_trades;   // terminal trades to keep in the trade store
+    std::vector<indexed_change> changes;  // every trade change the events made, in order
 };
 
 class store {
@@ -64,6 +77,17 @@ public:
 
     // A terminal trade from the trade store.
     [[nodiscard]] result<std::optional<trade>, store_error> find_trade(trade_id id) const;
+    // A customer's terminal trades, newest first, with ids below `before` (0: no bound), of
+    // symbol `sym` when given, at most `limit`.
+    [[nodiscard]] result<std::vector<trade>, store_error> closed_trades(
+        const std::string& customer_id, trade_id before, std::optional<symbol> sym,
+        std::size_t limit) const;
+    // The trade a customer created with `client_order_id`.
+    [[nodiscard]] result<std::optional<trade_id>, store_error> find_client_order(
+        const std::string& customer_id, std::string_view client_order_id) const;
+    // A customer's trade changes with update sequence > after, in order, at most `limit`.
+    [[nodiscard]] result<std::vector<trade_change>, store_error> updates_since(
+        const std::string& customer_id, std::uint64_t after, std::size_t limit) const;
 
 private:
     struct impl;

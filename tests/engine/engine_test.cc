@@ -2,6 +2,7 @@
 #include <random>
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include "engine/decide.h"
 #include "engine/state.h"
@@ -320,8 +321,11 @@ TEST_CASE("replaying the journal with apply alone reproduces the live state exac
                 case 0:
                 case 1: {
                     const auto sd = pick(2) == 0 ? side::buy : side::sell;
-                    e.place(who, sd, 1 + static_cast<std::int64_t>(pick(12)), 50 + static_cast<std::int64_t>(pick(100)),
-                            pick(2) == 0 ? aapl : msft);
+                    const std::string coid = pick(3) == 0 ? fmt::format("c{}", pick(20)) : "";
+                    e.run(place_trade{who, coid, pick(2) == 0 ? aapl : msft, sd,
+                                      quantity{1 + static_cast<std::int64_t>(pick(12))},
+                                      money{(50 + static_cast<std::int64_t>(pick(100))) * usd}, true,
+                                      500, std::nullopt, e.now});
                     break;
                 }
                 case 2:
@@ -347,7 +351,12 @@ TEST_CASE("replaying the journal with apply alone reproduces the live state exac
                 }
                 default: {
                     const trade_id id{1 + pick(static_cast<std::size_t>(e.s.next_trade_id))};
-                    e.run(cancel_trade{who, id});
+                    if (pick(2) == 0) {
+                        e.run(cancel_trade{who, id});
+                    } else {
+                        e.run(modify_trade{who, id, quantity{1 + static_cast<std::int64_t>(pick(12))},
+                                           money{(50 + static_cast<std::int64_t>(pick(100))) * usd}, 500});
+                    }
                 }
             }
         }
@@ -378,4 +387,92 @@ TEST_CASE("check_invariants reports a state that breaks them") {
     broken.customers["alice"].fifo.push_back(trade_id{77});
     CHECK(check_invariants(broken).has_value());
     CHECK_FALSE(check_invariants(e.s).has_value());
+}
+
+TEST_CASE("a repeated client_order_id names the original trade instead of placing another") {
+    engine e;
+    e.open("alice", 10'000);
+    auto with_coid = [&](std::int64_t qty) {
+        return e.run(place_trade{"alice", "order-1", aapl, side::buy, quantity{qty}, money{100 * usd},
+                                 true, 500, std::nullopt, e.now});
+    };
+    const auto first = with_coid(1);
+    REQUIRE(first.code == errc::ok);
+    const auto again = with_coid(1);
+    CHECK(again.repeated);
+    CHECK(again.events.empty());
+    CHECK(*again.trade == *first.trade);
+    // The engine only names the trade; comparing bodies (same or conflicting) is the API's job.
+    CHECK(with_coid(5).trade == first.trade);
+    // Still remembered after the trade closed, within the memory window.
+    e.fill(*first.trade, 1, 100 * usd);
+    CHECK(*with_coid(1).trade == *first.trade);
+    // Another customer may use the same id.
+    e.open("bob", 10'000);
+    const auto bobs = e.run(place_trade{"bob", "order-1", aapl, side::buy, quantity{1}, money{100 * usd},
+                                        true, 500, std::nullopt, e.now});
+    CHECK_FALSE(bobs.repeated);
+}
+
+TEST_CASE("client order ids of long-closed trades are forgotten and then found through the store") {
+    engine e;
+    e.open("alice", 10'000);
+    const auto first = e.run(place_trade{"alice", "old", aapl, side::buy, quantity{1}, money{100 * usd},
+                                         true, 500, std::nullopt, e.now});
+    e.fill(*first.trade, 1, 100 * usd);
+    e.now += limits::client_order_memory_ms + 1;
+    e.place("alice", side::buy, 1);  // any placement prunes the memory
+    CHECK(e.c("alice").find_client_order("old") == nullptr);
+    // The API looked the id up in the store and passes what it found.
+    const auto found = e.run(place_trade{"alice", "old", aapl, side::buy, quantity{1}, money{100 * usd},
+                                         true, 500, first.trade, e.now});
+    CHECK(found.repeated);
+    CHECK(*found.trade == *first.trade);
+    // A lookup older than half the window might have missed a trade closed since: refused.
+    const auto stale = e.run(place_trade{"alice", "new", aapl, side::buy, quantity{1}, money{100 * usd},
+                                         true, 500, std::nullopt,
+                                         e.now - limits::client_order_memory_ms / 2 - 1});
+    CHECK(stale.code == errc::stale_request);
+    CHECK(stale.events.empty());
+}
+
+TEST_CASE("a PLACED trade's quantity can change when the new reservation fits") {
+    engine e;
+    e.open("alice", 10'000, {{aapl, quantity{10}}});
+    e.place("alice", side::buy, 1);                        // at the exchange
+    const auto queued = e.place("alice", side::buy, 10);   // PLACED, reserves 1,050.00
+    REQUIRE(e.t(*queued.trade).status == trade_status::placed);
+    const auto d = e.run(modify_trade{"alice", *queued.trade, quantity{20}, money{110 * usd}, 500});
+    CHECK(types(d) == std::vector{event_type::trade_modified});
+    CHECK(e.t(*queued.trade).qty.shares == 20);
+    CHECK(e.t(*queued.trade).reserved_cash.ticks == 20 * 1155 * usd / 10);  // 20 x 115.50
+    CHECK(e.c("alice").reserved_cash.ticks == 105 * usd + 2310 * usd);
+
+    // Too large: refused, nothing changes.
+    CHECK(e.run(modify_trade{"alice", *queued.trade, quantity{90}, money{110 * usd}, 500}).code ==
+          errc::insufficient_funds);
+    CHECK(e.t(*queued.trade).qty.shares == 20);
+    CHECK(e.run(modify_trade{"alice", *queued.trade, quantity{0}, money{110 * usd}, 500}).code ==
+          errc::invalid_quantity);
+    CHECK(e.run(modify_trade{"bob", *queued.trade, quantity{1}, money{110 * usd}, 500}).code ==
+          errc::trade_not_found);
+
+    // Sells: the trade's own shares count as available again.
+    e.place("bob-less", side::buy, 1);  // unknown customer: no effect
+    const auto sell = e.place("alice", side::sell, 4);
+    CHECK(e.run(modify_trade{"alice", *sell.trade, quantity{10}, money{100 * usd}, 500}).code == errc::ok);
+    CHECK(e.c("alice").find_position(aapl)->reserved == 10);
+    CHECK(e.run(modify_trade{"alice", *sell.trade, quantity{11}, money{100 * usd}, 500}).code ==
+          errc::insufficient_shares);
+}
+
+TEST_CASE("a trade at the exchange or closed cannot change quantity") {
+    engine e;
+    e.open("alice", 10'000);
+    const auto sent = e.place("alice", side::buy, 1);
+    CHECK(e.run(modify_trade{"alice", *sent.trade, quantity{2}, money{100 * usd}, 500}).code ==
+          errc::trade_not_modifiable);
+    e.fill(*sent.trade, 1, 100 * usd);
+    CHECK(e.run(modify_trade{"alice", *sent.trade, quantity{2}, money{100 * usd}, 500}).code ==
+          errc::trade_not_modifiable);
 }

@@ -101,6 +101,7 @@ std::vector<event> edge_events() {
         event{6, 6, trade_filled{trade_id{9}, money{1}, std::string(256, 'e'), 0}},
         event{7, 7, trade_rejected{trade_id{9}, errc::ok, std::string(64, 'r')}},
         event{std::numeric_limits<std::uint64_t>::max(), 8, trade_canceled{trade_id{1}}},
+        event{9, 9, trade_modified{trade_id{3}, quantity{i64_max}, money{i64_min}, money{0}, money{-1}}},
     };
 }
 
@@ -108,7 +109,7 @@ TEST_CASE("every event type survives an encode and decode round trip") {
     auto events = testing::sample_events();
     const auto edges = edge_events();
     events.insert(events.end(), edges.begin(), edges.end());
-    bool seen[8] = {};
+    bool seen[9] = {};
     for (const event& e : events) {
         CAPTURE(e.sequence);
         const hash256 prev = some_hash(static_cast<std::uint8_t>(e.sequence));
@@ -118,7 +119,7 @@ TEST_CASE("every event type survives an encode and decode round trip") {
         CHECK(r->prev_hash == prev);
         seen[static_cast<int>(type_of(e.body))] = true;
     }
-    for (int t = 1; t <= 7; ++t) CHECK(seen[t]);
+    for (int t = 1; t <= 8; ++t) CHECK(seen[t]);
 }
 
 TEST_CASE("a trade_filled record matches the grammar byte for byte") {
@@ -199,7 +200,7 @@ TEST_CASE("an unknown event type is corruption even with a valid checksum") {
     std::string payload;
     put_be(payload, 1, 8);
     check_corruption(1, sealed_record(0, 1, payload), "unknown event type 0");
-    check_corruption(1, sealed_record(8, 1, payload), "unknown event type 8");
+    check_corruption(1, sealed_record(9, 1, payload), "unknown event type 9");
     check_corruption(1, sealed_record(0xffff, 1, payload), "unknown event type 65535");
 }
 

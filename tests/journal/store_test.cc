@@ -66,7 +66,8 @@ class raw_db {
   public:
     explicit raw_db(const std::string& dir) {
         std::vector<rocksdb::ColumnFamilyDescriptor> families;
-        for (const char* name : {"default", "journal", "trades", "meta"}) {
+        for (const char* name : {"default", "journal", "trades", "meta", "closed_by_customer",
+                                 "client_orders", "updates"}) {
             families.emplace_back(name, rocksdb::ColumnFamilyOptions{});
         }
         rocksdb::DB* db = nullptr;
