@@ -8,9 +8,16 @@
 namespace broker::api {
 
 std::string json_escape(std::string_view text) {
+    // Text that echoes client input may hold invalid UTF-8 (e.g. a percent-decoded %FF); JSON
+    // output must not, so such text keeps its ASCII and shows every other byte as '?'.
+    const bool valid_utf8 = simdjson::validate_utf8(text.data(), text.size());
     std::string out;
     out.reserve(text.size() + 2);
     for (const char c : text) {
+        if (!valid_utf8 && static_cast<unsigned char>(c) >= 0x80) {
+            out.push_back('?');
+            continue;
+        }
         switch (c) {
             case '"': out += "\\\""; break;
             case '\\': out += "\\\\"; break;

@@ -1,5 +1,9 @@
 #include "api/router.h"
 
+#include <algorithm>
+#include <charconv>
+#include <iterator>
+
 #include <spdlog/spdlog.h>
 
 #include "api/json.h"
@@ -12,7 +16,7 @@ namespace broker::api {
 namespace {
 
 http_response error(unsigned status, std::string_view code, std::string_view message) {
-    return http_response{status, error_json(code, message), {}};
+    return http_response{status, error_json(code, message), {}, 0};
 }
 
 http_response error_for(errc e) {
@@ -67,21 +71,98 @@ unsigned http_status_for(errc e) {
         case errc::customer_exists_different:
         case errc::trade_not_in_progress:
         case errc::fill_mismatch: return 409;
+        case errc::stale_request: return 503;
         default: return 422;
     }
 }
 
-router::router(services& svc, router_config config) : svc_(svc), config_(std::move(config)) {}
+namespace {
 
-std::optional<router::caller> router::authenticate(const http_request& req,
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// RFC 3986 percent-decoding of one query component ('+' stays '+': client order ids may hold it).
+std::optional<std::string> percent_decode(std::string_view in) {
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        if (in[i] != '%') {
+            out.push_back(in[i]);
+            continue;
+        }
+        if (i + 2 >= in.size()) return std::nullopt;
+        const int hi = hex_value(in[i + 1]);
+        const int lo = hex_value(in[i + 2]);
+        if (hi < 0 || lo < 0) return std::nullopt;
+        out.push_back(static_cast<char>(hi * 16 + lo));
+        i += 2;
+    }
+    return out;
+}
+
+// The query string as (name, value) pairs; nullopt when malformed, repeated or too long.
+std::optional<std::vector<std::pair<std::string, std::string>>> parse_query(std::string_view target) {
+    std::vector<std::pair<std::string, std::string>> out;
+    const auto q = target.find('?');
+    if (q == std::string_view::npos) return out;
+    std::string_view rest = target.substr(q + 1);
+    while (!rest.empty()) {
+        const auto amp = rest.find('&');
+        const std::string_view part = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+        if (part.empty()) continue;
+        const auto eq = part.find('=');
+        auto name = percent_decode(part.substr(0, eq));
+        auto value = percent_decode(eq == std::string_view::npos ? "" : part.substr(eq + 1));
+        if (!name || !value || out.size() == 8) return std::nullopt;
+        for (const auto& [seen, _] : out) {
+            if (seen == *name) return std::nullopt;
+        }
+        out.emplace_back(std::move(*name), std::move(*value));
+    }
+    return out;
+}
+
+const std::string* param(const std::vector<std::pair<std::string, std::string>>& q,
+                         std::string_view name) {
+    for (const auto& [k, v] : q) {
+        if (k == name) return &v;
+    }
+    return nullptr;
+}
+
+bool matches(std::string_view pattern, const std::vector<std::string_view>& seg) {
+    const auto want = path_segments(pattern);
+    if (want.size() != seg.size()) return false;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        if (!want[i].starts_with('{') && want[i] != seg[i]) return false;
+    }
+    return true;
+}
+
+http_response invalid_parameter(std::string_view message) {
+    return error(422, "invalid_parameter", message);
+}
+
+}  // namespace
+
+router::router(services& svc, router_config config)
+    : svc_(svc),
+      config_(std::move(config)),
+      limiter_(config_.rate_limit_per_s, config_.rate_limit_burst) {}
+
+std::optional<router::caller> router::authenticate(std::string_view authorization,
                                                    const responder& respond) {
     constexpr std::string_view scheme = "Bearer ";
-    if (req.authorization.size() <= scheme.size() ||
-        req.authorization.substr(0, scheme.size()) != scheme) {
+    if (authorization.size() <= scheme.size() || authorization.substr(0, scheme.size()) != scheme) {
         respond(error(401, "unauthorized", "a Bearer token is required"));
         return std::nullopt;
     }
-    auto claims = verify_jwt(req.authorization.substr(scheme.size()), config_.jwt_secret,
+    auto claims = verify_jwt(authorization.substr(scheme.size()), config_.jwt_secret,
                              svc_.now() / 1000);
     if (!claims) {
         respond(error(401, "unauthorized", to_string(claims.error())));
@@ -92,51 +173,113 @@ std::optional<router::caller> router::authenticate(const http_request& req,
 
 void router::handle(const http_request& req, responder respond) {
     const auto seg = path_segments(req.target);
-    const auto method = req.method;
-    auto only = [&](std::string_view allowed) {
-        if (method == allowed) return true;
-        http_response r = error(405, "method_not_allowed",
-                                fmt::format("use {} on this path", allowed));
-        r.allow = std::string(allowed);
-        respond(std::move(r));
-        return false;
-    };
-    const auto n = seg.size();
-    if (n == 1 && (seg[0] == "healthz" || seg[0] == "readyz")) {
-        if (only("GET")) respond(http_response{200, R"({"status":"ok"})", {}});
-        return;
+    const route_spec* path_match = nullptr;
+    const route_spec* route = nullptr;
+    std::string allow;
+    for (const auto& r : routes) {
+        if (!matches(r.path, seg)) continue;
+        path_match = &r;
+        if (!allow.empty()) allow += ", ";
+        allow += r.method;
+        if (r.method == req.method) route = &r;
     }
-    if (n == 3 && seg[0] == "v1" && seg[1] == "exchange" && seg[2] == "callbacks") {
-        if (only("POST")) handle_exchange_callback(req.signature, req.body, std::move(respond));
-        return;
+    if (path_match == nullptr) return respond(error(404, "not_found", "no such route"));
+    if (route == nullptr) {
+        http_response r = error(405, "method_not_allowed", fmt::format("use {} on this path", allow));
+        r.allow = std::move(allow);
+        return respond(std::move(r));
     }
-    const bool admin_route = n >= 1 && seg[0] == "admin";
-    const bool known = (n == 2 && seg[0] == "v1" &&
-                        (seg[1] == "trades" || seg[1] == "account" || seg[1] == "positions")) ||
-                       (n == 3 && seg[0] == "v1" && seg[1] == "trades") ||
-                       (n == 4 && admin_route && seg[1] == "v1" && seg[2] == "customers") ||
-                       (n == 3 && admin_route && seg[1] == "v1" && seg[2] == "digest");
-    if (!known) {
-        respond(error(404, "not_found", "no such route"));
-        return;
+    const auto q = parse_query(req.target);
+    if (!q) return respond(invalid_parameter("the query string is malformed or repeats a name"));
+    switch (route->who) {
+        case access::open:
+            return respond(http_response{200, R"({"status":"ok"})", {}, 0});
+        case access::exchange:
+            return handle_exchange_callback(req.signature, req.body, std::move(respond));
+        case access::customer:
+        case access::admin: break;
     }
-    const auto who = authenticate(req, respond);
+    const auto who = authenticate(req.authorization, respond);
     if (!who) return;
-    if (admin_route && !who->admin) {
-        respond(error(403, "forbidden", "this route needs an admin token"));
-        return;
+    if (route->who == access::admin && !who->admin) {
+        return respond(error(403, "forbidden", "this route needs an admin token"));
     }
-    if (n == 2 && seg[1] == "trades") {
-        if (only("POST")) place_trade(*who, req.body, std::move(respond));
-    } else if (n == 2) {
-        if (only("GET")) get_account(*who, seg[1] == "positions", std::move(respond));
-    } else if (n == 3 && seg[0] == "v1") {
-        if (only("GET")) get_trade(*who, seg[2], std::move(respond));
-    } else if (n == 4) {
-        if (only("PUT")) open_customer(seg[3], req.body, std::move(respond));
-    } else {
-        if (only("GET")) get_digest(std::move(respond));
+    if (auto wait = limiter_.acquire(who->customer_id, svc_.now())) {
+        http_response r = error(429, "rate_limited", "too many requests; retry after Retry-After");
+        r.retry_after_s = *wait;
+        return respond(std::move(r));
     }
+    dispatch(*route, *who, seg, *q, req, std::move(respond));
+}
+
+void router::dispatch(const route_spec& r, const caller& who, const std::vector<std::string_view>& seg,
+                      const query& q, const http_request& req, responder respond) {
+    // Routes that take no query parameters refuse them, so a typo is an error, not ignored.
+    const bool takes_query = r.id == route_id::list_trades ||
+                             r.id == route_id::trade_by_client_order_id || r.id == route_id::stream;
+    if (!takes_query && !q.empty()) {
+        return respond(invalid_parameter(fmt::format("unknown query parameter '{}'",
+                                                     json_escape(q.front().first))));
+    }
+    switch (r.id) {
+        case route_id::place_trade: return place_trade(who, req.body, std::move(respond));
+        case route_id::list_trades: return list_trades(who, q, std::move(respond));
+        case route_id::trade_by_client_order_id:
+            return trade_by_client_order_id(who, q, std::move(respond));
+        case route_id::get_trade: return get_trade(who, seg[2], std::move(respond));
+        case route_id::cancel_trade: return cancel_trade(who, seg[2], std::move(respond));
+        case route_id::modify_trade: return modify_trade(who, seg[2], req.body, std::move(respond));
+        case route_id::account: return get_account(who, false, std::move(respond));
+        case route_id::positions: return get_account(who, true, std::move(respond));
+        case route_id::stream:
+            return respond(error(426, "upgrade_required", "GET /v1/stream is a WebSocket"));
+        case route_id::open_customer: return open_customer(seg[3], req.body, std::move(respond));
+        case route_id::digest: return get_digest(std::move(respond));
+        case route_id::healthz:
+        case route_id::readyz:
+        case route_id::exchange_callback: break;
+    }
+    respond(error(404, "not_found", "no such route"));
+}
+
+result<stream_request, http_response> router::authorize_stream(const http_request& req) {
+    const auto q = parse_query(req.target);
+    if (!q) return unexpected{invalid_parameter("the query string is malformed")};
+    std::string header(req.authorization);
+    if (const std::string* token = param(*q, "access_token"); token != nullptr && header.empty()) {
+        header = "Bearer " + *token;
+    }
+    std::optional<http_response> refused;
+    const auto who = authenticate(header, [&](http_response r) { refused = std::move(r); });
+    if (!who) return unexpected{std::move(*refused)};
+    stream_request out{who->customer_id, std::nullopt};
+    for (const auto& [name, value] : *q) {
+        if (name == "access_token") continue;
+        if (name != "since") {
+            return unexpected{invalid_parameter(fmt::format("unknown query parameter '{}'",
+                                                            json_escape(name)))};
+        }
+        std::uint64_t since = 0;
+        const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), since);
+        if (ec != std::errc{} || end != value.data() + value.size() || value.empty()) {
+            return unexpected{invalid_parameter("since must be a non-negative integer")};
+        }
+        out.since = since;
+    }
+    if (auto wait = limiter_.acquire(who->customer_id, svc_.now())) {
+        http_response r = error(429, "rate_limited", "too many requests; retry after Retry-After");
+        r.retry_after_s = *wait;
+        return unexpected{std::move(r)};
+    }
+    return out;
+}
+
+std::optional<trade> router::trade_of(const caller& who, const outcome& o) {
+    if (o.trade_view) return o.trade_view;
+    if (!o.trade_ref) return std::nullopt;
+    auto closed = svc_.find_closed_trade(*o.trade_ref);
+    if (!closed || closed->customer_id != who.customer_id) return std::nullopt;
+    return closed;
 }
 
 void router::submit(command c, responder respond, std::function<http_response(outcome&)> render) {
@@ -189,12 +332,27 @@ void router::place_trade(const caller& who, std::string_view body, responder res
         return respond(error(422, "unknown_symbol",
                              fmt::format("{} is not listed", json_escape(sym_v->text))));
     }
-    command c = ::broker::place_trade{who.customer_id, std::move(coid), *sym, *trade_side,
-                                      quantity{qty_v->integer}, price,
-                                      svc_.market_open(svc_.now()), svc_.collar_bps()};
-    submit(std::move(c), std::move(respond), [](outcome& o) {
-        if (o.code != errc::ok || !o.trade_view) return error_for(o.code);
-        return http_response{o.repeated ? 200u : 201u, trade_json(*o.trade_view), {}};
+    ::broker::place_trade cmd{who.customer_id, coid, *sym, *trade_side, quantity{qty_v->integer},
+                              price, svc_.market_open(svc_.now()), svc_.collar_bps()};
+    if (!coid.empty()) {
+        // Trades closed long ago are remembered by the store, not the engine (see place_trade).
+        cmd.client_order_checked_at = svc_.now();
+        cmd.known_client_order = svc_.find_client_order(who.customer_id, coid);
+    }
+    const symbol want_sym = *sym;
+    const side want_side = *trade_side;
+    const quantity want_qty{qty_v->integer};
+    submit(std::move(cmd), std::move(respond), [this, who, want_sym, want_side, want_qty](outcome& o) {
+        if (o.code != errc::ok) return error_for(o.code);
+        const auto t = trade_of(who, o);
+        if (!t) return error(404, "trade_not_found", "no such trade");
+        if (!o.repeated) return http_response{201, trade_json(*t), {}, 0};
+        // The same client_order_id again: the original trade if the request is the same one.
+        if (t->sym != want_sym || t->trade_side != want_side || t->qty != want_qty) {
+            return error(422, "client_order_id_conflict",
+                         "this client_order_id was used for a different trade");
+        }
+        return http_response{200, trade_json(*t), {}, 0};
     });
 }
 
@@ -204,7 +362,7 @@ void router::get_trade(const caller& who, std::string_view id_text, responder re
     submit(::broker::get_trade{who.customer_id, *id}, std::move(respond),
            [this, who, id = *id](outcome& o) {
                if (o.code == errc::ok && o.trade_view) {
-                   return http_response{200, trade_json(*o.trade_view), {}};
+                   return http_response{200, trade_json(*o.trade_view), {}, 0};
                }
                // Not open: it is either closed (and in the store, durably, since it closed in an
                // earlier batch than this answer) or unknown.
@@ -212,15 +370,141 @@ void router::get_trade(const caller& who, std::string_view id_text, responder re
                if (!closed || closed->customer_id != who.customer_id) {
                    return error(404, "trade_not_found", "no such trade");
                }
-               return http_response{200, trade_json(*closed), {}};
+               return http_response{200, trade_json(*closed), {}, 0};
            });
+}
+
+void router::list_trades(const caller& who, const query& q, responder respond) {
+    trade_filter filter = trade_filter::all;
+    std::optional<symbol> sym;
+    std::size_t limit = 50;
+    trade_id after{0};
+    for (const auto& [name, value] : q) {
+        if (name == "status") {
+            if (value == "open") filter = trade_filter::open;
+            else if (value == "closed") filter = trade_filter::closed;
+            else if (value != "all") return respond(invalid_parameter("status is open, closed or all"));
+        } else if (name == "symbol") {
+            sym = parse_symbol(value);
+            if (!sym) return respond(invalid_parameter("symbol must be 1-8 of A-Z, 0-9, '.'"));
+        } else if (name == "limit") {
+            const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), limit);
+            if (ec != std::errc{} || end != value.data() + value.size() || limit < 1 || limit > 500) {
+                return respond(invalid_parameter("limit is a whole number from 1 to 500"));
+            }
+        } else if (name == "after") {
+            const auto id = parse_trade_id(value);
+            if (!id || id->value == 0) return respond(invalid_parameter("after is a trade_id"));
+            after = *id;
+        } else {
+            return respond(invalid_parameter(fmt::format("unknown query parameter '{}'",
+                                                         json_escape(name))));
+        }
+    }
+    auto render = [this, who, filter, sym, limit, after](outcome& o) {
+        if (o.code != errc::ok) return error_for(o.code);
+        // Open trades come from the engine (this outcome), closed ones from the store; both
+        // sorted newest first and merged.
+        std::vector<trade> open;
+        if (filter != trade_filter::closed) {
+            for (auto& t : o.open_trades) {
+                if ((after.value == 0 || t.id < after) && (!sym || t.sym == *sym)) open.push_back(t);
+            }
+        }
+        std::sort(open.begin(), open.end(), [](const trade& a, const trade& b) { return b.id < a.id; });
+        std::vector<trade> closed;
+        if (filter != trade_filter::open) closed = svc_.closed_trades(who.customer_id, after, sym, limit);
+        std::vector<trade> page;
+        std::merge(open.begin(), open.end(), closed.begin(), closed.end(), std::back_inserter(page),
+                   [](const trade& a, const trade& b) { return b.id < a.id; });
+        if (page.size() > limit) page.resize(limit);
+        std::string body = R"({"trades":[)";
+        for (std::size_t i = 0; i < page.size(); ++i) {
+            if (i > 0) body += ',';
+            body += trade_json(page[i]);
+        }
+        body += fmt::format(R"(],"next_after":{}}})",
+                            page.size() == limit
+                                ? fmt::format("\"{}\"", format_trade_id(page.back().id))
+                                : std::string("null"));
+        return http_response{200, std::move(body), {}, 0};
+    };
+    submit(::broker::list_open_trades{who.customer_id}, std::move(respond), std::move(render));
+}
+
+void router::trade_by_client_order_id(const caller& who, const query& q, responder respond) {
+    const std::string* coid = param(q, "client_order_id");
+    if (coid == nullptr || q.size() != 1 || !valid_client_order_id(*coid)) {
+        return respond(invalid_parameter("client_order_id (1-64 printable ASCII) is required"));
+    }
+    // The engine knows open and recent trades; the store knows every durable one.
+    submit(::broker::find_client_order{who.customer_id, *coid}, std::move(respond),
+           [this, who, c = *coid](outcome& o) {
+               std::optional<trade> t = o.trade_view;
+               if (!t) {
+                   const auto id = svc_.find_client_order(who.customer_id, c);
+                   if (id) {
+                       outcome closed;
+                       closed.trade_ref = id;
+                       t = trade_of(who, closed);
+                   }
+               }
+               if (!t) return error(404, "trade_not_found", "no trade has this client_order_id");
+               return http_response{200, trade_json(*t), {}, 0};
+           });
+}
+
+void router::cancel_trade(const caller& who, std::string_view id_text, responder respond) {
+    const auto id = parse_trade_id(id_text);
+    if (!id) return respond(error(404, "trade_not_found", "no such trade"));
+    submit(::broker::cancel_trade{who.customer_id, *id}, std::move(respond),
+           [this, who, id = *id](outcome& o) { return trade_answer(who, id, o); });
+}
+
+void router::modify_trade(const caller& who, std::string_view id_text, std::string_view body,
+                          responder respond) {
+    const auto id = parse_trade_id(id_text);
+    if (!id) return respond(error(404, "trade_not_found", "no such trade"));
+    auto obj = parse_object(body);
+    if (!obj) return respond(error(400, obj.error().code, obj.error().message));
+    if (auto extra = unknown_field(*obj, {"quantity"})) {
+        return respond(error(422, "unknown_field",
+                             fmt::format("unknown field '{}'", json_escape(*extra))));
+    }
+    const json_value* qty_v = field(*obj, "quantity");
+    if (qty_v == nullptr) return respond(error(422, "missing_field", "quantity is required"));
+    if (qty_v->type != json_value::kind::integer || qty_v->out_of_range || qty_v->integer <= 0 ||
+        qty_v->integer > limits::quantity_max) {
+        return respond(error(422, "invalid_quantity",
+                             fmt::format("quantity must be a whole number from 1 to {}",
+                                         limits::quantity_max)));
+    }
+    // The reference price is left empty: only the engine thread knows the trade's symbol, and
+    // the node quotes it there (engine_runner::run_command).
+    submit(::broker::modify_trade{who.customer_id, *id, quantity{qty_v->integer}, std::nullopt,
+                                  svc_.collar_bps()},
+           std::move(respond), [this, who, id = *id](outcome& o) { return trade_answer(who, id, o); });
+}
+
+http_response router::trade_answer(const caller& who, trade_id id, outcome& o) {
+    if (o.code == errc::ok && o.trade_view) return http_response{200, trade_json(*o.trade_view), {}, 0};
+    const bool not_open = !o.trade_ref && (o.code == errc::trade_not_cancelable ||
+                                       o.code == errc::trade_not_modifiable);
+    if (not_open) {
+        // Closed (or never existed): only its owner may learn that it exists.
+        const auto closed = svc_.find_closed_trade(id);
+        if (!closed || closed->customer_id != who.customer_id) {
+            return error(404, "trade_not_found", "no such trade");
+        }
+    }
+    return error_for(o.code);
 }
 
 void router::get_account(const caller& who, bool positions, responder respond) {
     submit(::broker::get_account{who.customer_id}, std::move(respond), [positions](outcome& o) {
         if (o.code != errc::ok || !o.account) return error_for(o.code);
         return http_response{200, positions ? positions_json(*o.account) : account_json(*o.account),
-                             {}};
+                             {}, 0};
     });
 }
 
@@ -265,14 +549,14 @@ void router::open_customer(std::string_view id, std::string_view body, responder
     }
     submit(std::move(cmd), std::move(respond), [](outcome& o) {
         if (o.code != errc::ok || !o.account) return error_for(o.code);
-        return http_response{o.repeated ? 200u : 201u, account_json(*o.account), {}};
+        return http_response{o.repeated ? 200u : 201u, account_json(*o.account), {}, 0};
     });
 }
 
 void router::get_digest(responder respond) {
     auto done = [respond](outcome o) {
         respond(http_response{
-            200, fmt::format(R"({{"sequence":{},"digest":"{}"}})", o.sequence, o.digest), {}});
+            200, fmt::format(R"({{"sequence":{},"digest":"{}"}})", o.sequence, o.digest), {}, 0});
     };
     if (!svc_.submit_digest(std::move(done))) {
         respond(error(503, "overloaded", "the engine queue is full; retry shortly"));
@@ -332,7 +616,7 @@ void router::handle_exchange_callback(std::string_view signature, std::string_vi
             return error_for(o.code);
         }
         return http_response{200, o.repeated ? R"({"status":"duplicate"})" : R"({"status":"applied"})",
-                             {}};
+                             {}, 0};
     });
 }
 

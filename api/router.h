@@ -14,7 +14,10 @@
 #include <string>
 #include <string_view>
 
+#include "api/rate_limiter.h"
+#include "api/routes.h"
 #include "api/services.h"
+#include "engine/result.h"
 
 namespace broker::api {
 
@@ -29,7 +32,8 @@ struct http_request {
 struct http_response {
     unsigned status = 200;
     std::string body;
-    std::string allow;  // the Allow header, for 405 answers
+    std::string allow;             // the Allow header, for 405 answers
+    std::int64_t retry_after_s = 0;  // the Retry-After header when > 0 (429, 503)
 };
 
 using responder = std::function<void(http_response)>;
@@ -38,6 +42,14 @@ struct router_config {
     std::string jwt_secret;
     std::string exchange_secret;
     std::int64_t callback_tolerance_s = 300;
+    double rate_limit_per_s = 100;  // per customer; 0 disables
+    double rate_limit_burst = 200;
+};
+
+// What an authenticated WebSocket upgrade asks for.
+struct stream_request {
+    std::string customer_id;
+    std::optional<std::uint64_t> since;
 };
 
 class router {
@@ -51,24 +63,45 @@ public:
     void handle_exchange_callback(std::string_view signature, std::string_view body,
                                   responder respond);
 
+    // Authenticates a WebSocket upgrade to GET /v1/stream (Authorization header, or the
+    // ?access_token= browsers must use) and reads ?since=. On failure: the HTTP answer to send
+    // instead of upgrading.
+    [[nodiscard]] result<stream_request, http_response> authorize_stream(const http_request& req);
+
+    [[nodiscard]] services& backend() { return svc_; }
+
 private:
-    struct route;
     struct caller {
         std::string customer_id;
         bool admin = false;
     };
+    using query = std::vector<std::pair<std::string, std::string>>;
 
-    [[nodiscard]] std::optional<caller> authenticate(const http_request& req,
+    [[nodiscard]] std::optional<caller> authenticate(std::string_view authorization,
                                                      const responder& respond);
+    void dispatch(const route_spec& r, const caller& who, const std::vector<std::string_view>& seg,
+                  const query& q, const http_request& req, responder respond);
     void place_trade(const caller& who, std::string_view body, responder respond);
     void get_trade(const caller& who, std::string_view id, responder respond);
+    void list_trades(const caller& who, const query& q, responder respond);
+    void trade_by_client_order_id(const caller& who, const query& q, responder respond);
+    void cancel_trade(const caller& who, std::string_view id, responder respond);
+    void modify_trade(const caller& who, std::string_view id, std::string_view body,
+                      responder respond);
     void get_account(const caller& who, bool positions, responder respond);
     void open_customer(std::string_view id, std::string_view body, responder respond);
     void get_digest(responder respond);
     void submit(command c, responder respond, std::function<http_response(outcome&)> render);
+    // The answer for a command on one trade: the trade from the outcome, or from the store when
+    // it is closed and belongs to the caller.
+    [[nodiscard]] std::optional<trade> trade_of(const caller& who, const outcome& o);
+    // The answer to cancel or modify: the trade, or the error, without revealing whether another
+    // customer's trade exists.
+    [[nodiscard]] http_response trade_answer(const caller& who, trade_id id, outcome& o);
 
     services& svc_;
     router_config config_;
+    rate_limiter limiter_;
 };
 
 // The HTTP status for a business outcome: one table for the whole API.

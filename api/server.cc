@@ -3,9 +3,11 @@
 #include <atomic>
 
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <spdlog/spdlog.h>
 
 #include "api/json.h"
@@ -15,6 +17,7 @@ namespace broker::api {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
 
 namespace {
@@ -40,8 +43,25 @@ private:
         parser_.emplace();
         parser_->body_limit(config_.body_limit_bytes);
         parser_->header_limit(static_cast<std::uint32_t>(config_.header_limit_bytes));
-        // A client that sends nothing, or trickles bytes, is cut off after the idle timeout.
-        stream_.expires_after(std::chrono::seconds(config_.idle_timeout_s));
+        if (buffer_.size() > 0) return read_request();
+        // Between requests a keep-alive connection may idle; once a request starts it must
+        // arrive whole within the request timeout, so trickling bytes (slowloris) cannot hold a
+        // session for long. Waiting for readability consumes nothing, so the parser still sees
+        // every byte of the header and enforces its limit.
+        idle_timer_.expires_after(std::chrono::seconds(config_.idle_timeout_s));
+        idle_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (!ec) self->stream_.socket().cancel();
+        });
+        stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](
+                                                                beast::error_code ec) {
+            self->idle_timer_.cancel();
+            if (ec) return self->close();
+            self->read_request();
+        });
+    }
+
+    void read_request() {
+        stream_.expires_after(std::chrono::seconds(config_.request_timeout_s));
         http::async_read(stream_, buffer_, *parser_,
                          beast::bind_front_handler(&session::on_read, shared_from_this()));
     }
@@ -66,6 +86,10 @@ private:
         request_ = parser_->release();
         keep_alive_ = request_.keep_alive();
         stream_.expires_never();  // the engine answers; a slow engine is not the client's fault
+        if (websocket::is_upgrade(request_) && request_.method() == http::verb::get &&
+            view(request_.target()).substr(0, view(request_.target()).find('?')) == "/v1/stream") {
+            return upgrade();
+        }
         http_request req{view(request_.method_string()), view(request_.target()),
                          view(request_[http::field::authorization]),
                          view(request_["X-Exchange-Signature"]), request_.body()};
@@ -74,6 +98,18 @@ private:
             net::post(self->stream_.get_executor(),
                       [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
         });
+    }
+
+    void upgrade() {
+        const http_request req{view(request_.method_string()), view(request_.target()),
+                               view(request_[http::field::authorization]), {}, {}};
+        auto allowed = router_.authorize_stream(req);
+        if (!allowed) {
+            keep_alive_ = false;
+            return write(allowed.error());
+        }
+        start_stream_session(std::move(stream_), std::move(request_), router_.backend(),
+                             std::move(allowed->customer_id), allowed->since, stream_config{});
     }
 
     void write_error(unsigned status, std::string_view code, std::string_view message) {
@@ -90,7 +126,11 @@ private:
         response_.set(http::field::cache_control, "no-store");
         if (!r.allow.empty()) response_.set(http::field::allow, r.allow);
         if (r.status == 401) response_.set(http::field::www_authenticate, "Bearer");
-        if (r.status == 503) response_.set(http::field::retry_after, "1");
+        if (r.retry_after_s > 0) {
+            response_.set(http::field::retry_after, std::to_string(r.retry_after_s));
+        } else if (r.status == 503) {
+            response_.set(http::field::retry_after, "1");
+        }
         response_.keep_alive(keep_alive_);
         response_.body() = std::move(r.body);
         response_.prepare_payload();
@@ -111,6 +151,7 @@ private:
     }
 
     beast::tcp_stream stream_;
+    net::steady_timer idle_timer_{stream_.get_executor()};
     beast::flat_buffer buffer_;
     router& router_;
     const server_config& config_;

@@ -16,6 +16,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "api/router.h"
+#include "api/stream_session.h"
 
 namespace broker::api {
 
@@ -23,7 +24,8 @@ struct server_config {
     std::size_t body_limit_bytes = 16 * 1024;
     std::size_t header_limit_bytes = 8 * 1024;
     std::size_t connections_max = 10'000;
-    int idle_timeout_s = 60;
+    int idle_timeout_s = 60;     // a keep-alive connection may sit idle this long
+    int request_timeout_s = 10;  // a request must be complete this long after its first byte
 };
 
 class server {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -28,12 +29,34 @@ struct outcome {
     bool repeated = false;            // idempotent repeat: nothing changed
     bool trade_closed = false;        // get_trade: the trade is not open; look in the store
     std::optional<trade> trade_view;  // the trade the command created or addressed
+    std::optional<trade_id> trade_ref;  // its id, also when trade_view is empty (closed trades)
     std::optional<account_view> account;
+    std::vector<trade> open_trades;  // list_open_trades: the customer's open trades
     std::uint64_t sequence = 0;  // last applied sequence when the command was processed
     std::string digest;          // digest queries only
 };
 
 using completion = std::function<void(outcome)>;
+
+// Which of a customer's trades a listing returns.
+enum class trade_filter : std::uint8_t { all, open, closed };
+
+// One status change of a customer's trade, as the stream sends it: `sequence` counts the
+// customer's changes from 1 without gaps, across restarts.
+struct trade_update {
+    std::uint64_t sequence = 0;
+    trade snapshot;
+};
+
+// Receives a customer's live updates, in sequence order, on the writer thread right after they
+// are durable. It must not block: copy, post to its own executor, return.
+using update_sink = std::function<void(const trade_update&)>;
+
+// Keeps a stream subscription alive; dropping it unsubscribes.
+class subscription {
+public:
+    virtual ~subscription() = default;
+};
 
 class services {
 public:
@@ -51,6 +74,24 @@ public:
     [[nodiscard]] virtual bool market_open(timestamp_ms now) = 0;
     [[nodiscard]] virtual std::int64_t collar_bps() const = 0;
     [[nodiscard]] virtual timestamp_ms now() = 0;
+
+    // The customer's closed trades, newest first, with ids below `before` (0: no bound), of
+    // `sym` when given, at most `limit`. Reads the store; call from an IO thread.
+    [[nodiscard]] virtual std::vector<trade> closed_trades(const std::string& customer_id,
+                                                           trade_id before,
+                                                           std::optional<symbol> sym,
+                                                           std::size_t limit) = 0;
+    // The trade a customer placed with `client_order_id`, as recorded in the store (durable
+    // placements only); nullopt when none.
+    [[nodiscard]] virtual std::optional<trade_id> find_client_order(
+        const std::string& customer_id, std::string_view client_order_id) = 0;
+    // Durable updates of the customer with sequence > after, in order, at most `limit`.
+    [[nodiscard]] virtual std::vector<trade_update> updates_since(const std::string& customer_id,
+                                                                  std::uint64_t after,
+                                                                  std::size_t limit) = 0;
+    // Live updates of the customer from now on (see update_sink).
+    [[nodiscard]] virtual std::unique_ptr<subscription> subscribe(const std::string& customer_id,
+                                                                  update_sink sink) = 0;
 };
 
 }  // namespace broker::api

@@ -78,6 +78,45 @@ std::optional<trade> engine_runner::find_closed_trade(trade_id id) {
     return *found;
 }
 
+std::vector<trade> engine_runner::closed_trades(const std::string& customer_id, trade_id before,
+                                               std::optional<symbol> sym, std::size_t limit) {
+    auto found = store_.closed_trades(customer_id, before, sym, limit);
+    if (!found) {
+        spdlog::error("listing closed trades failed: {}", found.error().what);
+        return {};
+    }
+    return std::move(*found);
+}
+
+std::optional<trade_id> engine_runner::find_client_order(const std::string& customer_id,
+                                                         std::string_view client_order_id) {
+    auto found = store_.find_client_order(customer_id, client_order_id);
+    if (!found) {
+        spdlog::error("client order lookup failed: {}", found.error().what);
+        return std::nullopt;
+    }
+    return *found;
+}
+
+std::vector<api::trade_update> engine_runner::updates_since(const std::string& customer_id,
+                                                            std::uint64_t after,
+                                                            std::size_t limit) {
+    auto found = store_.updates_since(customer_id, after, limit);
+    if (!found) {
+        spdlog::error("reading updates failed: {}", found.error().what);
+        return {};
+    }
+    std::vector<api::trade_update> out;
+    out.reserve(found->size());
+    for (auto& c : *found) out.push_back(api::trade_update{c.update_sequence, std::move(c.snapshot)});
+    return out;
+}
+
+std::unique_ptr<api::subscription> engine_runner::subscribe(const std::string& customer_id,
+                                                            api::update_sink sink) {
+    return hub_.subscribe(customer_id, std::move(sink));
+}
+
 bool engine_runner::submit(command c, api::completion done) {
     return enqueue(request{std::move(c), std::move(done)});
 }
@@ -142,13 +181,28 @@ void engine_runner::process(request& r, timestamp_ms t, batch& b) {
     b.replies.push_back(reply{std::move(r.done), std::move(result)});
 }
 
-api::outcome engine_runner::run_command(const command& c, timestamp_ms t, batch& b) {
+api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch& b) {
+    const command* cmd = &in;
+    command quoted;
+    if (const auto* m = std::get_if<modify_trade>(&in); m != nullptr && !m->reference_price) {
+        // The API cannot know the trade's symbol; quote it here, into the command, so that the
+        // engine stays a pure function of what it is given.
+        if (const trade* open = state_.find_open_trade(m->id)) {
+            modify_trade with_price = *m;
+            with_price.reference_price = gateway_->quote(open->sym);
+            quoted = std::move(with_price);
+            cmd = &quoted;
+        }
+    }
+    const command& c = *cmd;
     decision d = decide(state_, c, t);
     api::outcome out;
     out.code = d.code;
     out.repeated = d.repeated;
     for (auto& body : d.events) {
         const bool submitted = std::holds_alternative<trade_submitted>(body);
+        const bool created = std::holds_alternative<trade_placed>(body) ||
+                             std::holds_alternative<trade_refused>(body);
         event e{state_.last_sequence + 1, t, std::move(body)};
         auto change = apply(state_, e);
         if (change) {
@@ -156,6 +210,7 @@ api::outcome engine_runner::run_command(const command& c, timestamp_ms t, batch&
                 b.writes.closed_trades.push_back(change->snapshot);
             }
             if (submitted) b.orders.push_back(order_for(change->snapshot));
+            b.writes.changes.push_back(journal::indexed_change{*change, created});
             // The answer shows the trade as the command's first event left it (a placement
             // answers PLACED even when the trade went to the exchange in the same batch).
             if (!out.trade_view) out.trade_view = std::move(change->snapshot);
@@ -164,6 +219,23 @@ api::outcome engine_runner::run_command(const command& c, timestamp_ms t, batch&
     }
     if (const auto* g = std::get_if<get_trade>(&c); g != nullptr && d.code == errc::ok) {
         out.trade_view = *state_.find_open_trade(g->id);
+    }
+    out.trade_ref = d.trade;
+    if (const auto* l = std::get_if<list_open_trades>(&c); l != nullptr && d.code == errc::ok) {
+        for (const trade_id id : state_.find_customer(l->customer_id)->fifo) {
+            out.open_trades.push_back(*state_.find_open_trade(id));
+        }
+    }
+    if (std::holds_alternative<::broker::find_client_order>(c) && d.code == errc::ok) {
+        if (const trade* open = state_.find_open_trade(*d.trade)) out.trade_view = *open;
+    }
+    if (d.repeated && d.trade && !out.trade_view) {
+        // An idempotent repeat names an existing trade: open here, or closed in the store.
+        if (const trade* named = state_.find_open_trade(*d.trade)) {
+            out.trade_view = *named;
+        } else {
+            out.trade_closed = true;
+        }
     }
     const std::string* customer_id = nullptr;
     if (const auto* a = std::get_if<get_account>(&c)) customer_id = &a->customer_id;
@@ -190,8 +262,9 @@ void engine_runner::writer_loop() {
         for (auto& b : taken) {
             for (auto& e : b.writes.events) all.events.push_back(std::move(e));
             for (auto& tr : b.writes.closed_trades) all.closed_trades.push_back(std::move(tr));
+            for (auto& ch : b.writes.changes) all.changes.push_back(std::move(ch));
         }
-        if (!all.events.empty()) {
+        if (!all.events.empty() || !all.changes.empty()) {
             if (auto written = store_.append(all); !written) {
                 // State has moved past the disk, and nothing of it was seen outside. Stopping
                 // here is the only safe answer; recovery replays what is durable.
@@ -207,6 +280,11 @@ void engine_runner::writer_loop() {
                 });
             }
             for (const auto& o : b.orders) gateway_->submit(o);
+        }
+        // Durable now: streams may see these changes, in per-customer sequence order.
+        for (const auto& ch : all.changes) {
+            hub_.publish(ch.change.snapshot.customer_id,
+                         api::trade_update{ch.change.update_sequence, ch.change.snapshot});
         }
         taken.clear();
     }

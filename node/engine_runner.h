@@ -26,6 +26,7 @@
 #include "engine/state.h"
 #include "exchange/gateway.h"
 #include "journal/store.h"
+#include "node/stream_hub.h"
 
 namespace broker::node {
 
@@ -59,6 +60,16 @@ public:
     [[nodiscard]] bool market_open(timestamp_ms now) override;
     [[nodiscard]] std::int64_t collar_bps() const override { return config_.collar_bps; }
     [[nodiscard]] timestamp_ms now() override;
+    [[nodiscard]] std::vector<trade> closed_trades(const std::string& customer_id, trade_id before,
+                                                   std::optional<symbol> sym,
+                                                   std::size_t limit) override;
+    [[nodiscard]] std::optional<trade_id> find_client_order(
+        const std::string& customer_id, std::string_view client_order_id) override;
+    [[nodiscard]] std::vector<api::trade_update> updates_since(const std::string& customer_id,
+                                                               std::uint64_t after,
+                                                               std::size_t limit) override;
+    [[nodiscard]] std::unique_ptr<api::subscription> subscribe(const std::string& customer_id,
+                                                               api::update_sink sink) override;
 
 private:
     struct digest_query {};
@@ -87,6 +98,7 @@ private:
     runner_config config_;
     executor_fn post_to_io_;
     exchange::gateway* gateway_ = nullptr;
+    stream_hub hub_;
 
     std::mutex inbound_mutex_;
     std::condition_variable inbound_cv_;

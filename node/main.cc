@@ -38,6 +38,9 @@ struct options {
     int io_threads = 2;
     std::int64_t collar_bps = broker::limits::collar_bps_default;
     broker::exchange::simulator_config sim;
+    double rate_limit_per_s = 100;
+    double rate_limit_burst = 200;
+    broker::api::server_config server;
 };
 
 [[noreturn]] void die(const std::string& reason) {
@@ -90,6 +93,16 @@ options parse(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--collar-bps", o.collar_bps, "price collar on market buys, basis points")
         ->check(CLI::Range(std::int64_t{0}, broker::limits::collar_bps_max))->capture_default_str();
+    app.add_option("--rate-limit-per-s", o.rate_limit_per_s,
+                   "requests per second per customer (token bucket); 0 disables")
+        ->check(CLI::Range(0.0, 1e9))->capture_default_str();
+    app.add_option("--rate-limit-burst", o.rate_limit_burst, "token bucket size per customer")
+        ->check(CLI::Range(1.0, 1e9))->capture_default_str();
+    app.add_option("--idle-timeout-s", o.server.idle_timeout_s,
+                   "close keep-alive connections idle this long")
+        ->check(CLI::Range(1, 3600))->capture_default_str();
+    app.add_option("--max-connections", o.server.connections_max, "concurrent HTTP connections")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}))->capture_default_str();
     app.add_option("--sim-latency-ms", o.sim.latency_ms, "simulated exchange: mean latency")
         ->check(CLI::Range(std::int64_t{0}, std::int64_t{60'000}))->capture_default_str();
     app.add_option("--sim-reject-rate", o.sim.reject_rate, "simulated exchange: reject share")
@@ -138,7 +151,9 @@ int main(int argc, char** argv) {
     rc.collar_bps = opt.collar_bps;
     broker::node::engine_runner runner(store, std::move(*recovered), rc,
                                        [&io](std::function<void()> fn) { net::post(io, std::move(fn)); });
-    broker::api::router router(runner, broker::api::router_config{opt.jwt_secret, opt.exchange_secret});
+    broker::api::router router(runner, broker::api::router_config{opt.jwt_secret, opt.exchange_secret,
+                                                                  300, opt.rate_limit_per_s,
+                                                                  opt.rate_limit_burst});
 
     // The embedded exchange calls back through the router, exactly as a networked one would.
     auto gateway = broker::exchange::make_simulated_exchange(
@@ -151,7 +166,7 @@ int main(int argc, char** argv) {
         });
     runner.start(gateway.get());
 
-    broker::api::server server(io, router, broker::api::server_config{});
+    broker::api::server server(io, router, opt.server);
     if (auto failed = server.listen(*endpoint)) die(fmt::format("--listen {}: {}", opt.listen, *failed));
     const auto bound = server.local_endpoint();
     spdlog::info("listening on {}:{} with the embedded simulated exchange", bound.address().to_string(),

@@ -1,0 +1,40 @@
+// GET /v1/stream: the WebSocket stream of a customer's trade updates.
+//
+// The HTTP session hands over its socket and the upgrade request once the router has
+// authenticated the customer. The stream session then sends, as text frames,
+//   {"type":"trade_update","sequence":N,"trade":{...trade JSON...}}
+// for every status change of the customer's trades, in sequence order, with no gaps and no
+// repeats: first the durable backlog after `?since=N` (read from the store, so it survives
+// restarts), then live updates. Its outbound queue is bounded; a client that falls behind by more
+// than `queue_max` messages is closed with code 1008 and reason "slow_consumer".
+//
+// Threading: each stream runs on its connection's strand; live updates arrive from the writer
+// thread through an update_sink and are posted to that strand.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "api/services.h"
+
+namespace broker::api {
+
+struct stream_config {
+    std::size_t queue_max = 1024;
+    std::size_t backlog_batch = 256;  // updates read from the store per step while catching up
+    int ping_interval_s = 20;         // idle streams are pinged; a dead peer is dropped
+};
+
+// Accepts the upgrade and runs the stream until either side closes. `since`: nullopt streams
+// live updates only; N sends the durable updates after N first.
+void start_stream_session(boost::beast::tcp_stream&& stream,
+                          boost::beast::http::request<boost::beast::http::string_body>&& upgrade,
+                          services& svc, std::string customer_id, std::optional<std::uint64_t> since,
+                          const stream_config& config);
+
+}  // namespace broker::api
