@@ -7,65 +7,16 @@
 #include "api/router.h"
 #include "engine/decide.h"
 #include "exchange/signature.h"
+#include "tests/api/memory_services.h"
+
+#include <fmt/format.h>
 
 using namespace broker;
 using namespace broker::api;
+using broker::testing::memory_services;
+using broker::testing::now_ms;
 
 namespace {
-
-constexpr std::int64_t now_ms = 1'800'000'000'000;
-
-class memory_services final : public services {
-public:
-    state s;
-    bool market_is_open = true;
-    bool full = false;
-
-    bool submit(command c, completion done) override {
-        if (full) return false;
-        decision d = decide(s, c, now_ms);
-        outcome o;
-        o.code = d.code;
-        o.repeated = d.repeated;
-        for (auto& body : d.events) {
-            auto change = apply(s, event{s.last_sequence + 1, now_ms, std::move(body)});
-            if (change && !o.trade_view) o.trade_view = change->snapshot;
-            if (change && is_terminal(change->snapshot.status)) closed[change->snapshot.id.value] = change->snapshot;
-        }
-        if (auto* g = std::get_if<get_trade>(&c); g && d.code == errc::ok) o.trade_view = *s.find_open_trade(g->id);
-        std::string who;
-        if (auto* a = std::get_if<get_account>(&c)) who = a->customer_id;
-        if (auto* oc = std::get_if<open_customer>(&c)) who = oc->customer_id;
-        if (!who.empty() && d.code == errc::ok) {
-            const customer* cu = s.find_customer(who);
-            o.account = account_view{cu->id, cu->cash, cu->reserved_cash, cu->positions};
-        }
-        done(std::move(o));
-        return true;
-    }
-    bool submit_digest(completion done) override {
-        outcome o;
-        o.sequence = s.last_sequence;
-        o.digest = "test";
-        done(std::move(o));
-        return true;
-    }
-    std::optional<trade> find_closed_trade(trade_id id) override {
-        auto it = closed.find(id.value);
-        if (it == closed.end()) return std::nullopt;
-        return it->second;
-    }
-    std::optional<money> quote(symbol sym) override {
-        if (sym == *parse_symbol("AAPL")) return money{100 * limits::ticks_per_usd};
-        if (sym == *parse_symbol("MSFT")) return money{400 * limits::ticks_per_usd};
-        return std::nullopt;
-    }
-    bool market_open(timestamp_ms) override { return market_is_open; }
-    std::int64_t collar_bps() const override { return 500; }
-    timestamp_ms now() override { return now_ms; }
-
-    std::unordered_map<std::uint64_t, trade> closed;
-};
 
 struct fixture {
     memory_services svc;
@@ -218,7 +169,24 @@ TEST_CASE("malformed requests get a 4xx JSON error and change nothing") {
         {"POST", "/v1/trades", R"({"symbol":"AAPL","side":"BUY","quantity":1,"quantity":2})", 400, "duplicate_field"},
         {"POST", "/v1/trades", R"({"symbol":"AAPL","side":"BUY","quantiy":1})", 422, "unknown_field"},
         {"POST", "/v1/trades", R"({"symbol":"AAPL","side":"BUY","quantity":1,"client_order_id":5})", 422, "invalid_client_order_id"},
-        {"GET", "/v1/trades", "", 405, "method_not_allowed"},
+        {"PUT", "/v1/trades", "", 405, "method_not_allowed"},
+        {"GET", "/v1/trades?status=everything", "", 422, "invalid_parameter"},
+        {"GET", "/v1/trades?limit=0", "", 422, "invalid_parameter"},
+        {"GET", "/v1/trades?limit=501", "", 422, "invalid_parameter"},
+        {"GET", "/v1/trades?after=xyz", "", 422, "invalid_parameter"},
+        {"GET", "/v1/trades?colour=red", "", 422, "invalid_parameter"},
+        {"GET", "/v1/trades?limit=1&limit=2", "", 422, "invalid_parameter"},
+        {"GET", "/v1/trades?symbol=%ZZ", "", 422, "invalid_parameter"},
+        {"GET", "/v1/trades?%FF=1", "", 422, "invalid_parameter"},  // echoed name stays valid JSON
+        {"GET", "/v1/account?x=1", "", 422, "invalid_parameter"},
+        {"GET", "/v1/trades:by_client_order_id", "", 422, "invalid_parameter"},
+        {"GET", "/v1/stream", "", 426, "upgrade_required"},
+        {"PATCH", "/v1/trades/0000000000000001", "{}", 422, "missing_field"},
+        {"PATCH", "/v1/trades/0000000000000001", R"({"quantity":0})", 422, "invalid_quantity"},
+        {"PATCH", "/v1/trades/0000000000000001", R"({"quantity":1,"side":"SELL"})", 422, "unknown_field"},
+        {"PATCH", "/v1/trades/0000000000000099", R"({"quantity":1})", 404, "trade_not_found"},
+        {"DELETE", "/v1/trades/0000000000000099", "", 404, "trade_not_found"},
+        {"DELETE", "/v1/trades/nope", "", 404, "trade_not_found"},
         {"DELETE", "/v1/account", "", 405, "method_not_allowed"},
         {"GET", "/v1/nothing", "", 404, "not_found"},
         {"GET", "/", "", 404, "not_found"},
@@ -233,9 +201,10 @@ TEST_CASE("malformed requests get a 4xx JSON error and change nothing") {
     };
     const auto before = f.svc.s.last_sequence;
     for (const auto& r : rows) {
-        CAPTURE(r.method);
-        CAPTURE(r.target);
-        CAPTURE(r.body);
+        const std::string_view method = r.method, target = r.target, body = r.body;
+        CAPTURE(method);
+        CAPTURE(target);
+        CAPTURE(body);
         const bool admin = std::string_view(r.target).starts_with("/admin");
         const auto resp = f.call(r.method, r.target, admin ? f.admin : alice, r.body);
         CHECK(resp.status == r.status);
@@ -299,4 +268,80 @@ TEST_CASE("a signed but malformed callback is refused with 422 and changes nothi
         CHECK(r.status == 422);
     }
     CHECK(f.svc.s.last_sequence == before);
+}
+
+TEST_CASE("a retried client_order_id returns the original trade, and another body is refused") {
+    fixture f;
+    f.open("alice");
+    const auto alice = f.token("alice");
+    const char* body = R"({"symbol":"AAPL","side":"BUY","quantity":2,"client_order_id":"k-1"})";
+    const auto first = f.call("POST", "/v1/trades", alice, body);
+    REQUIRE(first.status == 201);
+    const auto again = f.call("POST", "/v1/trades", alice, body);
+    CHECK(again.status == 200);
+    CHECK(f.field_of(again, "trade_id") == f.field_of(first, "trade_id"));
+    const auto other = f.call("POST", "/v1/trades", alice,
+                              R"({"symbol":"AAPL","side":"BUY","quantity":3,"client_order_id":"k-1"})");
+    CHECK(other.status == 422);
+    CHECK(f.code_of(other) == "client_order_id_conflict");
+    CHECK(f.svc.s.next_trade_id == 2);
+    const auto found = f.call("GET", "/v1/trades:by_client_order_id?client_order_id=k%2D1", alice);
+    CHECK(found.status == 200);
+    CHECK(f.field_of(found, "trade_id") == f.field_of(first, "trade_id"));
+    CHECK(f.call("GET", "/v1/trades:by_client_order_id?client_order_id=k-2", alice).status == 404);
+    CHECK(f.call("GET", "/v1/trades:by_client_order_id?client_order_id=k-1", f.token("bob")).status == 404);
+}
+
+TEST_CASE("the trade list pages newest first through open and closed trades") {
+    fixture f;
+    f.open("alice", R"({"cash":"100000","positions":{"AAPL":100}})");
+    const auto alice = f.token("alice");
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(f.call("POST", "/v1/trades", alice, R"({"symbol":"AAPL","side":"SELL","quantity":1})").status == 201);
+    }
+    // Settle the first two through signed callbacks, so the list mixes closed and open trades.
+    for (const char* id : {"0000000000000001", "0000000000000002"}) {
+        const std::string cb = fmt::format(
+            R"({{"order_id":"{}","exec_id":"E{}","status":"FILLED","quantity":1,"fill_price":"100",)"
+            R"("executed_at":"2027-01-15T08:00:00Z"}})", id, id);
+        REQUIRE(f.call("POST", "/v1/exchange/callbacks", "", cb,
+                       exchange::sign_callback("exchange-secret", now_ms / 1000, cb)).status == 200);
+    }
+    const auto page1 = f.call("GET", "/v1/trades?limit=3", alice);
+    REQUIRE(page1.status == 200);
+    CHECK(page1.body.find("\"next_after\":\"0000000000000003\"") != std::string::npos);
+    CHECK(page1.body.find("0000000000000005") < page1.body.find("0000000000000004"));
+    const auto page2 = f.call("GET", "/v1/trades?limit=3&after=0000000000000003", alice);
+    CHECK(page2.body.find("0000000000000002") < page2.body.find("0000000000000001"));
+    CHECK(page2.body.find("\"next_after\":null") != std::string::npos);
+    const auto closed = f.call("GET", "/v1/trades?status=closed", alice);
+    CHECK(closed.body.find("0000000000000003") == std::string::npos);
+    CHECK(closed.body.find("0000000000000001") != std::string::npos);
+    const auto open = f.call("GET", "/v1/trades?status=open&symbol=AAPL", alice);
+    CHECK(open.body.find("0000000000000001") == std::string::npos);
+    CHECK(open.body.find("0000000000000005") != std::string::npos);
+    CHECK(f.call("GET", "/v1/trades?symbol=MSFT", alice).body.find("trade_id") == std::string::npos);
+    CHECK(f.call("GET", "/v1/trades", f.token("bob")).status == 404);  // bob has no account
+}
+
+TEST_CASE("cancel and modify answer 404 for trades the caller does not own, open or closed") {
+    fixture f;
+    f.open("alice");
+    f.open("bob");
+    const auto alice = f.token("alice");
+    const auto bob = f.token("bob");
+    f.call("POST", "/v1/trades", alice, R"({"symbol":"AAPL","side":"BUY","quantity":1})");  // sent
+    f.call("POST", "/v1/trades", alice, R"({"symbol":"AAPL","side":"BUY","quantity":1})");  // PLACED
+    CHECK(f.call("DELETE", "/v1/trades/0000000000000002", bob).status == 404);
+    CHECK(f.call("PATCH", "/v1/trades/0000000000000002", bob, R"({"quantity":5})").status == 404);
+    CHECK(f.call("DELETE", "/v1/trades/0000000000000001", alice).status == 422);
+    const auto modified = f.call("PATCH", "/v1/trades/0000000000000002", alice, R"({"quantity":5})");
+    CHECK(modified.status == 200);
+    CHECK(f.field_of(modified, "quantity") == "5");
+    const auto canceled = f.call("DELETE", "/v1/trades/0000000000000002", alice);
+    CHECK(canceled.status == 200);
+    CHECK(f.field_of(canceled, "status") == "CANCELED");
+    CHECK(f.call("DELETE", "/v1/trades/0000000000000002", alice).status == 422);  // closed, owned
+    CHECK(f.call("DELETE", "/v1/trades/0000000000000002", bob).status == 404);    // closed, not
+    CHECK(f.svc.s.find_customer("alice")->reserved_cash.ticks == 105 * limits::ticks_per_usd);
 }

@@ -1,0 +1,1396 @@
+#!/usr/bin/python3
+"""Process-level tests of brokerd's client API contract (issue 3): hostile input, idempotent
+retries, listing, cancel/modify, token expiry, rate limits, slowloris, and the WebSocket stream.
+
+Run:  python3 tests/integration/test_api.py --bin-dir build [-v] [ApiTest.test_name]
+      (or set BROKER_BIN_DIR; BROKER_KEEP_TMP=1 keeps the work dirs.)
+
+Everything talks to brokerd over 127.0.0.1 only: HTTP through http.client or raw sockets (for
+requests http.client cannot send), WebSockets through the `websocket` module (websocket-client,
+Debian package python3-websocket). Every loop is bounded in count and in time. Money is compared
+in integer ticks of 1/10,000 USD, never as floats. The shared helpers (Broker, tokens, money
+parsing, trade/account checks, log dumps on failure) come from harness.py and test_core.py.
+"""
+
+import base64
+import datetime
+import functools
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import random
+import select
+import socket
+import sys
+import threading
+import time
+import unittest
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import HOST, TERMINAL, money_ticks  # noqa: E402
+from test_core import (BrokerTestCase, SNAKE, TRADE_ID, b64url, craft_jwt,  # noqa: E402
+                       dump_logs_on_failure, run_threads)
+
+try:
+    import websocket  # websocket-client (python3-websocket)
+except ImportError:  # pragma: no cover - reported by the tests that need it
+    websocket = None
+
+OPEN = frozenset({"PLACED", "IN_PROGRESS"})
+EXCHANGE_SECRET = "integration-exchange-secret"
+
+
+def setUpModule():
+    harness.check_binaries()
+
+
+# --- HTTP helpers that also return the response headers ------------------------------------------
+
+def _parse_body(raw):
+    text = raw.decode("utf-8", errors="replace")
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def http_full(port, method, path, body=None, token=None, headers=None, timeout=10.0):
+    """One request on a fresh connection; returns (status, parsed body, {lower header: value}).
+
+    body: bytes/str are sent as they are, anything else as JSON."""
+    hdrs = {"Accept": "application/json"}
+    payload = None
+    if body is not None:
+        if isinstance(body, bytes):
+            payload = body
+        elif isinstance(body, str):
+            payload = body.encode()
+        else:
+            payload = json.dumps(body).encode()
+        hdrs["Content-Type"] = "application/json"
+    if token is not None:
+        hdrs["Authorization"] = "Bearer " + token
+    if headers:
+        hdrs.update(headers)
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=payload, headers=hdrs)
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, _parse_body(raw), {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+def raw_request(port, data, more=(), timeout=5.0):
+    """Sends raw bytes on a fresh socket and parses one HTTP response.
+
+    more: further chunks, each sent only if no response has arrived yet (after 0.3 s), so that a
+    server that answers early (413, 431) and closes is not sent data it will never read.
+    Returns (status, parsed body, {lower header: value})."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    try:
+        try:
+            s.sendall(data)
+            for chunk in more:
+                readable, _, _ = select.select([s], [], [], 0.3)
+                if readable:
+                    break
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed early; its answer is read below
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        raw = resp.read()
+        return resp.status, _parse_body(raw), {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        s.close()
+
+
+def jwt_claims(token):
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def sign_callback(secret, t_seconds, body):
+    mac = hmac.new(secret.encode(), str(t_seconds).encode() + b"." + body,
+                   hashlib.sha256).hexdigest()
+    return "t=%d,v1=%s" % (t_seconds, mac)
+
+
+def rfc3339_now():
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (now.microsecond // 1000)
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def quote_param(text):
+    return urllib.parse.quote(text, safe="")
+
+
+# --- WebSocket helpers ---------------------------------------------------------------------------
+
+def ws_connect(port, token=None, query="", timeout=10.0, **kw):
+    if websocket is None:
+        raise unittest.SkipTest("python3-websocket (module websocket) is not installed")
+    hdr = ["Authorization: Bearer " + token] if token else []
+    url = "ws://%s:%d/v1/stream%s" % (HOST, port, query)
+    return websocket.create_connection(url, header=hdr, timeout=timeout, **kw)
+
+
+def ws_read(ws, count, timeout):
+    """Reads up to `count` text frames within `timeout` seconds; returns the parsed frames."""
+    frames = []
+    deadline = time.monotonic() + timeout
+    while len(frames) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ws.settimeout(left)
+        try:
+            opcode, data = ws.recv_data()
+        except websocket.WebSocketTimeoutException:
+            break
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            raise AssertionError("stream closed after %d frames (%r)" % (len(frames), data))
+        if opcode != websocket.ABNF.OPCODE_TEXT:
+            raise AssertionError("non-text frame %r %r" % (opcode, data))
+        frames.append(json.loads(data.decode("utf-8")))
+    return frames
+
+
+def ws_close(ws):
+    try:
+        ws.close(timeout=1)
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+class ApiTest(BrokerTestCase):
+    maxDiff = 6000
+
+    # --- small helpers on the contract ----------------------------------------------------------
+
+    def post_trade(self, b, cid, symbol, side, quantity, client_order_id=None):
+        body = {"symbol": symbol, "side": side, "quantity": quantity}
+        if client_order_id is not None:
+            body["client_order_id"] = client_order_id
+        return b.request("POST", "/v1/trades", body, token=b.token(cid))
+
+    def placed(self, b, cid, symbol, side, quantity, status=None, client_order_id=None):
+        """POSTs a trade that must be accepted (201); returns the trade JSON."""
+        st, t = self.post_trade(b, cid, symbol, side, quantity, client_order_id)
+        self.assertEqual(st, 201, "POST %s %d %s as %s -> %s %r"
+                         % (side, quantity, symbol, cid, st, t))
+        self.check_trade(t, cid, symbol, side, quantity)
+        if status is not None:
+            self.assertEqual(t["status"], status, t)
+        return t
+
+    def get_trade(self, b, cid, tid):
+        st, t = b.request("GET", "/v1/trades/" + tid, token=b.token(cid))
+        self.assertEqual(st, 200, "GET /v1/trades/%s as %s -> %s %r" % (tid, cid, st, t))
+        return self.check_trade(t, cid)
+
+    def wait_status(self, b, cid, tid, statuses, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            t = self.get_trade(b, cid, tid)
+            if t["status"] in statuses:
+                return t
+            if time.monotonic() > deadline:
+                self.fail("trade %s stayed %s, expected one of %s" % (tid, t["status"],
+                                                                        sorted(statuses)))
+            time.sleep(0.01)
+
+    def assert_error(self, st, body, status, codes=None, what=""):
+        self.assertEqual(st, status, "%s -> %s %r" % (what, st, body))
+        self.assertIsInstance(body, dict, "%s: error body is not a JSON object: %r" % (what, body))
+        self.assertIsInstance(body.get("code"), str, "%s: %r" % (what, body))
+        self.assertRegex(body["code"], SNAKE, what)
+        self.assertIsInstance(body.get("message"), str, "%s: %r" % (what, body))
+        if codes is not None:
+            self.assertIn(body["code"], codes, "%s: %r" % (what, body))
+
+    def list_all(self, b, cid, query="", limit=None, max_pages=60):
+        """Follows next_after until null; returns (trades, pages)."""
+        trades, pages, after = [], [], None
+        for _ in range(max_pages):
+            params = []
+            if query:
+                params.append(query)
+            if limit is not None:
+                params.append("limit=%d" % limit)
+            if after is not None:
+                params.append("after=" + after)
+            path = "/v1/trades" + ("?" + "&".join(params) if params else "")
+            st, page = b.request("GET", path, token=b.token(cid))
+            self.assertEqual(st, 200, "GET %s as %s -> %s %r" % (path, cid, st, page))
+            self.assertIsInstance(page, dict, page)
+            self.assertIn("trades", page, page)
+            self.assertIn("next_after", page, page)
+            self.assertIsInstance(page["trades"], list, page)
+            for t in page["trades"]:
+                self.check_trade(t, cid)
+            ids = [t["trade_id"] for t in page["trades"]]
+            if after is not None:
+                for tid in ids:
+                    self.assertLess(tid, after, "after=%s returned %s" % (after, tid))
+            if limit is not None:
+                self.assertLessEqual(len(ids), limit, page)
+                if len(ids) == limit:
+                    self.assertEqual(page["next_after"], ids[-1],
+                                     "a full page's next_after is its last id: %r" % page)
+                else:
+                    self.assertIsNone(page["next_after"], "a short page ends the list: %r" % page)
+            pages.append(page)
+            trades.extend(page["trades"])
+            after = page["next_after"]
+            if after is None:
+                return trades, pages
+            self.assertRegex(after, TRADE_ID)
+        self.fail("GET /v1/trades?%s did not end within %d pages" % (query, max_pages))
+
+    def settle_account(self, b, cid, timeout=30.0):
+        """Waits until every trade of the customer is terminal (via GET /v1/trades?status=open)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st, page = b.request("GET", "/v1/trades?status=open&limit=1", token=b.token(cid))
+            self.assertEqual(st, 200, (st, page))
+            if not page["trades"]:
+                return
+            if time.monotonic() > deadline:
+                self.fail("%s still has open trades after %.0f s: %r" % (cid, timeout, page))
+            time.sleep(0.05)
+
+    # ============================================================================================
+    # 1. Hostile and malformed input
+    # ============================================================================================
+    @dump_logs_on_failure
+    def test_a_catalogue_of_malformed_requests_gets_json_4xx_and_changes_nothing(self):
+        # Trades at the simulated exchange take 30-90 s, so nothing moves during the catalogue
+        # and the state digest must stay exactly the same.
+        b = self.start_broker(["--sim-latency-ms", "60000", "--sim-reject-rate", "0",
+                               "--sim-duplicate-rate", "0", "--exchange-secret", EXCHANGE_SECRET])
+        port = b.port
+        a, other = "cat-a", "cat-b"
+        self.open_customer(b, a, "100000.0000", {"AAPL": 10})
+        self.open_customer(b, other, "1000.0000")
+        tok, tok_b, admin = b.token(a), b.token(other), b.admin_token()
+        blocker = self.placed(b, a, "AAPL", "BUY", 1)
+        blocker = self.wait_status(b, a, blocker["trade_id"], {"IN_PROGRESS"})
+        target = self.placed(b, a, "AAPL", "BUY", 2, status="PLACED", client_order_id="cat-1")
+        bid, tid = blocker["trade_id"], target["trade_id"]
+        acct_before = self.account(b, a)
+        self.assertGreater(acct_before["reserved_cash"], 0, acct_before)
+        before = b.stable_digest()
+
+        now = int(time.time())
+
+        def post(body, token=tok, path="/v1/trades", method="POST"):
+            return lambda: http_full(port, method, path, body=body, token=token)
+
+        def get(path, token=tok, headers=None, method="GET"):
+            return lambda: http_full(port, method, path, token=token, headers=headers)
+
+        def raw(data, more=()):
+            return lambda: raw_request(port, data, more)
+
+        def trade(**over):
+            body = {"symbol": "AAPL", "side": "BUY", "quantity": 1}
+            body.update(over)
+            return json.dumps(body)
+
+        auth = ("Authorization: Bearer %s\r\n" % tok).encode()
+        fill = json.dumps({"order_id": bid, "exec_id": "FORGED-1", "status": "FILLED",
+                           "quantity": 1, "fill_price": "1.0000", "reason": None,
+                           "executed_at": rfc3339_now()}).encode()
+
+        def callback(body, signature=None):
+            hdrs = {"Content-Type": "application/json"}
+            if signature is not None:
+                hdrs["X-Exchange-Signature"] = signature
+            return lambda: http_full(port, "POST", "/v1/exchange/callbacks", body=body,
+                                     headers=hdrs)
+
+        hs512_header = b64url(json.dumps({"alg": "HS512", "typ": "JWT"}).encode())
+        hs512_payload = b64url(json.dumps({"sub": a, "exp": now + 3600}).encode())
+        hs512_sig = b64url(hmac.new(b.jwt_secret.encode(),
+                                    (hs512_header + "." + hs512_payload).encode(),
+                                    hashlib.sha512).digest())
+        parts = tok.split(".")
+        tampered = ".".join([parts[0], b64url(json.dumps({"sub": other,
+                                                          "exp": now + 3600}).encode()),
+                             parts[2]])
+        big_headers = b"".join(b"X-Pad-%03d: %s\r\n" % (i, b"p" * 80) for i in range(120))
+
+        # (name, request, expected status, allowed codes or None, methods the Allow header lists)
+        E = None
+        cases = [
+            # --- raw HTTP that http.client cannot send
+            ("garbage request line", raw(b"GARBAGE\r\n\r\n"), 400, E, E),
+            ("request line without a version", raw(b"GET /healthz\r\n\r\n"), 400, E, E),
+            ("space inside the target", raw(b"GET /v1/acc ount HTTP/1.1\r\nHost: x\r\n\r\n"),
+             400, E, E),
+            ("control byte in the target",
+             raw(b"GET /v1/\x01account HTTP/1.1\r\nHost: x\r\n\r\n"), 400, E, E),
+            ("header line without a colon",
+             raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n"), 400, E, E),
+            ("non-numeric Content-Length",
+             raw(b"POST /v1/trades HTTP/1.1\r\nHost: x\r\n" + auth
+                 + b"Content-Length: abc\r\n\r\n"), 400, E, E),
+            ("negative Content-Length",
+             raw(b"POST /v1/trades HTTP/1.1\r\nHost: x\r\n" + auth
+                 + b"Content-Length: -5\r\n\r\n"), 400, E, E),
+            ("invalid chunk size",
+             raw(b"POST /v1/trades HTTP/1.1\r\nHost: x\r\n" + auth
+                 + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"), 400, E, E),
+            ("one header over 8 KiB",
+             raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"),
+             431, {"headers_too_large"}, E),
+            ("120 headers over 8 KiB in total",
+             raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + big_headers + b"\r\n"),
+             431, {"headers_too_large"}, E),
+            ("body over 16 KiB by Content-Length",
+             raw(b"POST /v1/trades HTTP/1.1\r\nHost: x\r\n" + auth
+                 + b"Content-Type: application/json\r\nContent-Length: 17000\r\n\r\n",
+                 [b" " * 4096] * 4 + [b" " * (17000 - 4 * 4096)]),
+             413, {"body_too_large"}, E),
+            ("chunked body over 16 KiB",
+             raw(b"POST /v1/trades HTTP/1.1\r\nHost: x\r\n" + auth
+                 + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 [b"1000\r\n" + b" " * 4096 + b"\r\n"] * 5 + [b"0\r\n\r\n"]),
+             413, {"body_too_large"}, E),
+            ("token with bytes that are not UTF-8",
+             raw(b"GET /v1/account HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe.\x80.\x81"
+                 b"\r\n\r\n"), 401, {"unauthorized"}, E),
+            # --- wrong methods on known routes
+            ("PUT on /v1/trades", get("/v1/trades", method="PUT"), 405,
+             {"method_not_allowed"}, ("GET", "POST")),
+            ("PATCH on /v1/trades", get("/v1/trades", method="PATCH"), 405,
+             {"method_not_allowed"}, ("GET", "POST")),
+            ("DELETE on /v1/account", get("/v1/account", method="DELETE"), 405,
+             {"method_not_allowed"}, ("GET",)),
+            ("POST on /v1/positions", post("{}", path="/v1/positions"), 405,
+             {"method_not_allowed"}, ("GET",)),
+            ("POST on /healthz", post("{}", path="/healthz", token=None), 405,
+             {"method_not_allowed"}, ("GET",)),
+            ("POST on a trade", post('{"quantity":1}', path="/v1/trades/" + tid), 405,
+             {"method_not_allowed"}, ("GET", "DELETE", "PATCH")),
+            ("GET on the exchange callback route",
+             get("/v1/exchange/callbacks", token=None), 405, {"method_not_allowed"}, ("POST",)),
+            ("POST on /admin/v1/digest", post("{}", path="/admin/v1/digest", token=admin), 405,
+             {"method_not_allowed"}, ("GET",)),
+            ("GET on /admin/v1/customers/{id}", get("/admin/v1/customers/cat-a", token=admin),
+             405, {"method_not_allowed"}, ("PUT",)),
+            # --- unknown routes
+            ("GET /", get("/"), 404, {"not_found"}, E),
+            ("GET /v2/trades", get("/v2/trades"), 404, {"not_found"}, E),
+            ("GET /v1/trade", get("/v1/trade"), 404, {"not_found"}, E),
+            ("GET /v1/trades/{id}/fills", get("/v1/trades/%s/fills" % tid), 404,
+             {"not_found"}, E),
+            ("GET /admin/v1/nope", get("/admin/v1/nope", token=admin), 404, {"not_found"}, E),
+            ("GET /v1/trades:by_client_order_idx",
+             get("/v1/trades:by_client_order_idx?client_order_id=cat-1"), 404, {"not_found"}, E),
+            # --- bodies that are not JSON objects
+            ("truncated JSON", post('{"symbol":"AAPL",'), 400, {"invalid_json"}, E),
+            ("empty body", post(b""), 400, {"invalid_json"}, E),
+            ("JSON array instead of an object", post("[1,2,3]"), 400, {"invalid_json"}, E),
+            ("trailing garbage", post(trade() + " x"), 400, {"invalid_json"}, E),
+            ("single-quoted JSON", post("{'symbol':'AAPL','side':'BUY','quantity':1}"), 400,
+             {"invalid_json"}, E),
+            ("NaN quantity", post('{"symbol":"AAPL","side":"BUY","quantity":NaN}'), 400,
+             {"invalid_json"}, E),
+            ("JSON with a comment", post('{"symbol":"AAPL",/*x*/"side":"BUY","quantity":1}'),
+             400, {"invalid_json"}, E),
+            ("5,000 unclosed brackets", post('{"symbol":' + "[" * 5000), 400,
+             {"invalid_json"}, E),
+            ("byte 0xFF inside a string",
+             post(b'{"symbol":"AAPL\xff","side":"BUY","quantity":1}'), 400, {"invalid_json"}, E),
+            ("overlong UTF-8 encoding",
+             post(b'{"symbol":"\xc0\xaf","side":"BUY","quantity":1}'), 400, {"invalid_json"}, E),
+            ("UTF-8 encoded surrogate",
+             post(b'{"symbol":"AAPL","side":"\xed\xa0\x80","quantity":1}'), 400,
+             {"invalid_json"}, E),
+            ("truncated UTF-8 sequence",
+             post(b'{"symbol":"AAPL","side":"BUY","quantity":1,"client_order_id":"\xe2\x82"}'),
+             400, {"invalid_json"}, E),
+            ("duplicate quantity key",
+             post('{"symbol":"AAPL","side":"BUY","quantity":1,"quantity":2}'), 400,
+             {"duplicate_field"}, E),
+            ("duplicate symbol key",
+             post('{"symbol":"AAPL","symbol":"MSFT","side":"BUY","quantity":1}'), 400,
+             {"duplicate_field"}, E),
+            # --- fields
+            ("missing symbol", post('{"side":"BUY","quantity":1}'), 422, {"missing_field"}, E),
+            ("missing side", post('{"symbol":"AAPL","quantity":1}'), 422, {"missing_field"}, E),
+            ("missing quantity", post('{"symbol":"AAPL","side":"BUY"}'), 422,
+             {"missing_field"}, E),
+            ("empty object", post("{}"), 422, {"missing_field"}, E),
+            ("unknown field price", post(trade(price="1.00")), 422, {"unknown_field"}, E),
+            ("unknown field account_id", post(trade(account_id=other)), 422,
+             {"unknown_field"}, E),
+            ("symbol is a number", post(trade(symbol=123)), 422, {"invalid_symbol"}, E),
+            ("symbol is empty", post(trade(symbol="")), 422, {"invalid_symbol"}, E),
+            ("symbol is too long", post(trade(symbol="TOOLONGSYMBOL")), 422,
+             {"invalid_symbol", "unknown_symbol"}, E),
+            ("lowercase symbol", post(trade(symbol="aapl")), 422,
+             {"invalid_symbol", "unknown_symbol"}, E),
+            ("unknown symbol", post(trade(symbol="ZZZZ")), 422, {"unknown_symbol"}, E),
+            ("lowercase side", post(trade(side="buy")), 422, {"invalid_side"}, E),
+            ("side HOLD", post(trade(side="HOLD")), 422, {"invalid_side"}, E),
+            ("side is a number", post(trade(side=1)), 422, {"invalid_side"}, E),
+            ("zero quantity", post(trade(quantity=0)), 422, {"invalid_quantity"}, E),
+            ("negative quantity", post(trade(quantity=-1)), 422, {"invalid_quantity"}, E),
+            ("quantity 1,000,001", post(trade(quantity=1_000_001)), 422,
+             {"invalid_quantity"}, E),
+            ("quantity 2^63", post(trade(quantity=2 ** 63)), 422, {"invalid_quantity"}, E),
+            # A number no 64-bit integer can hold makes the document unreadable as a whole:
+            # the JSON parser refuses it before any field is looked at.
+            ("quantity 10^30", post(trade(quantity=10 ** 30)), 400, {"invalid_json"}, E),
+            ("fractional quantity", post(trade(quantity=1.5)), 422, {"invalid_quantity"}, E),
+            ("string quantity", post(trade(quantity="5")), 422, {"invalid_quantity"}, E),
+            ("boolean quantity", post(trade(quantity=True)), 422, {"invalid_quantity"}, E),
+            ("array quantity", post(trade(quantity=[5])), 422, {"invalid_quantity"}, E),
+            ("empty client_order_id", post(trade(client_order_id="")), 422,
+             {"invalid_client_order_id"}, E),
+            ("65-character client_order_id", post(trade(client_order_id="c" * 65)), 422,
+             {"invalid_client_order_id"}, E),
+            ("client_order_id with a quote", post(trade(client_order_id='a"b')), 422,
+             {"invalid_client_order_id"}, E),
+            ("client_order_id with a backslash", post(trade(client_order_id="a\\b")), 422,
+             {"invalid_client_order_id"}, E),
+            ("client_order_id with a newline", post(trade(client_order_id="a\nb")), 422,
+             {"invalid_client_order_id"}, E),
+            ("client_order_id with DEL", post(trade(client_order_id="a\x7fb")), 422,
+             {"invalid_client_order_id"}, E),
+            ("non-ASCII client_order_id", post(trade(client_order_id="ordre-\u00e9")), 422,
+             {"invalid_client_order_id"}, E),
+            ("numeric client_order_id", post(trade(client_order_id=123)), 422,
+             {"invalid_client_order_id"}, E),
+            # --- trade ids
+            ("malformed trade id", get("/v1/trades/xyz"), 404, {"trade_not_found"}, E),
+            ("uppercase hex trade id", get("/v1/trades/FFFFFFFFFFFFFF00"), 404,
+             {"trade_not_found"}, E),
+            ("17-digit trade id", get("/v1/trades/0" + tid), 404, {"trade_not_found"}, E),
+            ("unknown trade id", get("/v1/trades/ffffffffffffff00"), 404,
+             {"trade_not_found"}, E),
+            ("DELETE a malformed trade id", get("/v1/trades/xyz", method="DELETE"), 404,
+             {"trade_not_found"}, E),
+            ("DELETE an unknown trade id", get("/v1/trades/ffffffffffffff00", method="DELETE"),
+             404, {"trade_not_found"}, E),
+            ("PATCH a malformed trade id",
+             post('{"quantity":1}', path="/v1/trades/xyz", method="PATCH"), 404,
+             {"trade_not_found"}, E),
+            ("PATCH an unknown trade id",
+             post('{"quantity":1}', path="/v1/trades/ffffffffffffff00", method="PATCH"), 404,
+             {"trade_not_found"}, E),
+            ("another customer GETs the trade", get("/v1/trades/" + tid, token=tok_b), 404,
+             {"trade_not_found"}, E),
+            ("another customer DELETEs the trade",
+             get("/v1/trades/" + tid, token=tok_b, method="DELETE"), 404,
+             {"trade_not_found"}, E),
+            ("another customer PATCHes the trade",
+             post('{"quantity":1}', path="/v1/trades/" + tid, token=tok_b, method="PATCH"), 404,
+             {"trade_not_found"}, E),
+            # --- list query parameters
+            ("limit=0", get("/v1/trades?limit=0"), 422, {"invalid_parameter"}, E),
+            ("limit=501", get("/v1/trades?limit=501"), 422, {"invalid_parameter"}, E),
+            ("limit=-1", get("/v1/trades?limit=-1"), 422, {"invalid_parameter"}, E),
+            ("limit=abc", get("/v1/trades?limit=abc"), 422, {"invalid_parameter"}, E),
+            ("limit=1.5", get("/v1/trades?limit=1.5"), 422, {"invalid_parameter"}, E),
+            ("empty limit", get("/v1/trades?limit="), 422, {"invalid_parameter"}, E),
+            ("limit=10^23", get("/v1/trades?limit=99999999999999999999999"), 422,
+             {"invalid_parameter"}, E),
+            ("status=bogus", get("/v1/trades?status=bogus"), 422, {"invalid_parameter"}, E),
+            ("status=OPEN", get("/v1/trades?status=OPEN"), 422, {"invalid_parameter"}, E),
+            ("after=xyz", get("/v1/trades?after=xyz"), 422, {"invalid_parameter"}, E),
+            ("after in uppercase hex", get("/v1/trades?after=FFFFFFFFFFFFFFFF"), 422,
+             {"invalid_parameter"}, E),
+            ("symbol=$$", get("/v1/trades?symbol=%24%24"), 422, {"invalid_parameter"}, E),
+            ("unknown parameter", get("/v1/trades?foo=1"), 422, {"invalid_parameter"}, E),
+            # --- lookup by client_order_id
+            ("by_client_order_id without the parameter", get("/v1/trades:by_client_order_id"),
+             422, {"invalid_parameter"}, E),
+            ("empty client_order_id parameter",
+             get("/v1/trades:by_client_order_id?client_order_id="), 422,
+             {"invalid_parameter"}, E),
+            ("65-character client_order_id parameter",
+             get("/v1/trades:by_client_order_id?client_order_id=" + "c" * 65), 422,
+             {"invalid_parameter"}, E),
+            ("client_order_id parameter with a quote",
+             get("/v1/trades:by_client_order_id?client_order_id=a%22b"), 422,
+             {"invalid_parameter"}, E),
+            ("client_order_id parameter that is not UTF-8",
+             get("/v1/trades:by_client_order_id?client_order_id=%FF%FE"), 422,
+             {"invalid_parameter"}, E),
+            ("unknown client_order_id", get("/v1/trades:by_client_order_id?client_order_id=nope"),
+             404, {"trade_not_found"}, E),
+            ("another customer's client_order_id",
+             get("/v1/trades:by_client_order_id?client_order_id=cat-1", token=tok_b), 404,
+             {"trade_not_found"}, E),
+            # --- PATCH bodies (the target is PLACED, the blocker IN_PROGRESS)
+            ("PATCH quantity 0", post('{"quantity":0}', path="/v1/trades/" + tid,
+                                      method="PATCH"), 422, {"invalid_quantity"}, E),
+            ("PATCH negative quantity", post('{"quantity":-3}', path="/v1/trades/" + tid,
+                                             method="PATCH"), 422, {"invalid_quantity"}, E),
+            ("PATCH string quantity", post('{"quantity":"3"}', path="/v1/trades/" + tid,
+                                           method="PATCH"), 422, {"invalid_quantity"}, E),
+            ("PATCH fractional quantity", post('{"quantity":2.5}', path="/v1/trades/" + tid,
+                                               method="PATCH"), 422, {"invalid_quantity"}, E),
+            ("PATCH quantity 1,000,001",
+             post('{"quantity":1000001}', path="/v1/trades/" + tid, method="PATCH"), 422,
+             {"invalid_quantity"}, E),
+            ("PATCH null quantity", post('{"quantity":null}', path="/v1/trades/" + tid,
+                                         method="PATCH"), 422,
+             {"invalid_quantity", "missing_field"}, E),
+            ("PATCH without quantity", post("{}", path="/v1/trades/" + tid, method="PATCH"),
+             422, {"missing_field", "invalid_quantity"}, E),
+            ("PATCH with bad JSON", post('{"quantity":', path="/v1/trades/" + tid,
+                                        method="PATCH"), 400, {"invalid_json"}, E),
+            ("PATCH with another field",
+             post('{"quantity":3,"symbol":"MSFT"}', path="/v1/trades/" + tid, method="PATCH"),
+             422, E, E),
+            ("PATCH with duplicate keys",
+             post('{"quantity":3,"quantity":4}', path="/v1/trades/" + tid, method="PATCH"),
+             400, E, E),
+            ("PATCH to an unaffordable quantity",
+             post('{"quantity":100000}', path="/v1/trades/" + tid, method="PATCH"), 422,
+             {"insufficient_funds"}, E),
+            ("PATCH an IN_PROGRESS trade",
+             post('{"quantity":3}', path="/v1/trades/" + bid, method="PATCH"), 422,
+             {"trade_not_modifiable"}, E),
+            ("DELETE an IN_PROGRESS trade", get("/v1/trades/" + bid, method="DELETE"), 422,
+             {"trade_not_cancelable"}, E),
+            # --- tokens
+            ("no Authorization header", get("/v1/account", token=None), 401,
+             {"unauthorized"}, E),
+            ("empty Bearer token", get("/v1/account", token=None,
+                                       headers={"Authorization": "Bearer "}), 401,
+             {"unauthorized"}, E),
+            ("garbage Bearer token", get("/v1/account", token="garbage"), 401,
+             {"unauthorized"}, E),
+            ("Basic credentials", get("/v1/account", token=None,
+                                      headers={"Authorization": "Basic YTpi"}), 401,
+             {"unauthorized"}, E),
+            ("token signed with another secret",
+             get("/v1/account", token=craft_jwt("not-the-secret", {"sub": a,
+                                                                    "exp": now + 3600})),
+             401, {"unauthorized"}, E),
+            ("expired token",
+             get("/v1/account", token=craft_jwt(b.jwt_secret, {"sub": a, "iat": now - 7200,
+                                                                "exp": now - 3600})),
+             401, {"unauthorized"}, E),
+            ("expired token placing a trade",
+             post(trade(), token=craft_jwt(b.jwt_secret, {"sub": a, "exp": now - 60})), 401,
+             {"unauthorized"}, E),
+            ("alg none token",
+             get("/v1/account", token=craft_jwt(b.jwt_secret, {"sub": a, "exp": now + 3600},
+                                                alg="none")), 401, {"unauthorized"}, E),
+            ("HS512 header over an HS256 signature",
+             get("/v1/account", token=craft_jwt(b.jwt_secret, {"sub": a, "exp": now + 3600},
+                                                alg="HS512")), 401, {"unauthorized"}, E),
+            ("HS512-signed token",
+             get("/v1/account", token="%s.%s.%s" % (hs512_header, hs512_payload, hs512_sig)),
+             401, {"unauthorized"}, E),
+            ("payload swapped under a valid signature", get("/v1/account", token=tampered), 401,
+             {"unauthorized"}, E),
+            ("token with four segments", get("/v1/account", token=tok + ".x"), 401,
+             {"unauthorized"}, E),
+            ("admin digest with a customer token", get("/admin/v1/digest"), 403,
+             {"forbidden"}, E),
+            ("admin open-customer with a customer token",
+             post('{"cash":"1.0000"}', path="/admin/v1/customers/cat-x", method="PUT"), 403,
+             {"forbidden"}, E),
+            ("admin digest without a token", get("/admin/v1/digest", token=None), 401,
+             {"unauthorized"}, E),
+            # --- exchange callbacks (a fill for the in-flight blocker)
+            ("unsigned exchange callback", callback(fill), 401, E, E),
+            ("exchange callback signed with another secret",
+             callback(fill, sign_callback("forged-secret", now, fill)), 401, E, E),
+            ("stale exchange callback",
+             callback(fill, sign_callback(EXCHANGE_SECRET, now - 3600, fill)), 401, E, E),
+            ("exchange callback from the future",
+             callback(fill, sign_callback(EXCHANGE_SECRET, now + 3600, fill)), 401, E, E),
+            ("malformed exchange signature", callback(fill, "v1=abc"), 401, E, E),
+            ("exchange signature over another body",
+             callback(fill, sign_callback(EXCHANGE_SECRET, now, fill.replace(b"1.0000",
+                                                                            b"2.0000"))),
+             401, E, E),
+            ("signed exchange callback without fields",
+             callback(b'{"order_id":"zz"}',
+                      sign_callback(EXCHANGE_SECRET, now, b'{"order_id":"zz"}')), 422, E, E),
+        ]
+        partial = fill.replace(b'"FILLED"', b'"PARTIAL"')
+        cases.append(("signed exchange callback with status PARTIAL",
+                      callback(partial, sign_callback(EXCHANGE_SECRET, now, partial)), 422, E, E))
+
+        names = [c[0] for c in cases]
+        self.assertEqual(len(names), len(set(names)), "duplicate case names")
+        self.assertGreaterEqual(len(cases), 50)
+
+        failures = []
+        for name, send, status, codes, allow in cases:
+            try:
+                st, body, headers = send()
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append("%s: no HTTP response (%s: %s)" % (name, type(exc).__name__, exc))
+                st = None
+            if st is not None:
+                problem = None
+                if st != status:
+                    problem = "status %s, expected %s" % (st, status)
+                elif not isinstance(body, dict) or not isinstance(body.get("code"), str) \
+                        or not isinstance(body.get("message"), str) \
+                        or not SNAKE.match(body["code"]):
+                    problem = "body is not {\"code\",\"message\"}"
+                elif codes is not None and body["code"] not in codes:
+                    problem = "code %r, expected one of %s" % (body["code"], sorted(codes))
+                elif allow is not None:
+                    listed = {m.strip().upper() for m in headers.get("allow", "").split(",")}
+                    missing = [m for m in allow if m not in listed]
+                    if missing:
+                        problem = "Allow header %r lacks %s" % (headers.get("allow"), missing)
+                if problem:
+                    failures.append("%s: %s -- got %s %r" % (name, problem, st, body))
+            try:
+                hst, hbody, _ = http_full(port, "GET", "/healthz", timeout=5)
+            except (OSError, http.client.HTTPException) as exc:
+                hst, hbody = None, repr(exc)
+            if hst != 200 or not b.alive():
+                failures.append("after %s: /healthz -> %s %r, alive=%s"
+                                % (name, hst, hbody, b.alive()))
+                break
+        sys.stderr.write("[catalogue] %d malformed requests, %d failed\n"
+                         % (len(cases), len(failures)))
+        if failures:
+            self.fail("%d of %d malformed requests were mishandled:\n  %s"
+                      % (len(failures), len(cases), "\n  ".join(failures)))
+
+        self.assertEqual(b.digest(), before, "the catalogue changed the state digest")
+        after_target = self.get_trade(b, a, tid)
+        self.assertEqual((after_target["status"], after_target["quantity"]), ("PLACED", 2))
+        self.assertEqual(self.get_trade(b, a, bid)["status"], "IN_PROGRESS")
+        self.assertEqual(self.account(b, a), acct_before)
+        self.assertEqual(self.positions(b, a), {"AAPL": (10, 0, 10)})
+        self.assertEqual(self.account(b, other)["cash"], money_ticks("1000.0000"))
+
+    # ============================================================================================
+    # 2. Idempotent retries
+    # ============================================================================================
+    @dump_logs_on_failure
+    def test_the_same_client_order_id_on_ten_connections_at_once_yields_exactly_one_trade(self):
+        b = self.start_broker(["--sim-latency-ms", "100", "--sim-reject-rate", "0"])
+        cid, other = "idem-a", "idem-b"
+        self.open_customer(b, cid, "100000.0000")
+        self.open_customer(b, other, "100000.0000")
+        tok = b.token(cid)
+        b.token(other)
+        coid = "idem:2024/05/01+a&b=c%#?~"
+        req = {"symbol": "AAPL", "side": "BUY", "quantity": 3, "client_order_id": coid}
+
+        n = 10
+        barrier = threading.Barrier(n, timeout=15)
+        lock = threading.Lock()
+        answers = []
+
+        def worker():
+            st, _ = b.request("GET", "/healthz")  # opens this thread's keep-alive connection
+            if st != 200:
+                raise AssertionError("healthz %s" % st)
+            barrier.wait()
+            st, body = b.request("POST", "/v1/trades", req, token=tok, timeout=15)
+            with lock:
+                answers.append((st, body))
+
+        errors = run_threads([worker] * n, timeout=30)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(answers), n)
+        statuses = sorted(st for st, _ in answers)
+        self.assertTrue(all(st in (200, 201) for st in statuses), answers)
+        self.assertEqual(statuses.count(201), 1, "exactly one 201: %r" % answers)
+        ids = {body["trade_id"] for _, body in answers}
+        self.assertEqual(len(ids), 1, "one trade id for all answers: %r" % answers)
+        for _, body in answers:
+            self.check_trade(body, cid, "AAPL", "BUY", 3)
+            self.assertEqual(body["client_order_id"], coid, body)
+        trade_id = ids.pop()
+
+        # A different body under the same client_order_id is a conflict, not a trade.
+        for change in ({"quantity": 4}, {"side": "SELL"}, {"symbol": "MSFT"}):
+            body = dict(req)
+            body.update(change)
+            st, resp = b.request("POST", "/v1/trades", body, token=tok)
+            self.assert_error(st, resp, 422, {"client_order_id_conflict"}, "retry with %r" % change)
+
+        # Lookup by client_order_id, percent-encoded.
+        path = "/v1/trades:by_client_order_id?client_order_id=" + quote_param(coid)
+        st, found = b.request("GET", path, token=tok)
+        self.assertEqual(st, 200, (st, found))
+        self.check_trade(found, cid, "AAPL", "BUY", 3)
+        self.assertEqual((found["trade_id"], found["client_order_id"]), (trade_id, coid))
+        st, resp = b.request("GET", path, token=b.token(other))
+        self.assert_error(st, resp, 404, {"trade_not_found"}, "another customer's lookup")
+
+        # Once terminal, a retry still answers 200 with the trade in its current state.
+        final = harness.wait_terminal(b, [(cid, trade_id)], timeout=20)[trade_id]
+        st, again = b.request("POST", "/v1/trades", req, token=tok)
+        self.assertEqual(st, 200, (st, again))
+        self.check_trade(again, cid, "AAPL", "BUY", 3)
+        self.assertEqual(again["trade_id"], trade_id)
+        self.assertEqual(again["status"], final["status"], (again, final))
+        self.assertIn(again["status"], TERMINAL)
+        st, resp = b.request("POST", "/v1/trades", dict(req, quantity=5), token=tok)
+        self.assert_error(st, resp, 422, {"client_order_id_conflict"}, "conflict after terminal")
+        st, found = b.request("GET", path, token=tok)
+        self.assertEqual(st, 200, (st, found))
+        self.assertEqual((found["trade_id"], found["status"]), (trade_id, final["status"]))
+
+        trades, _ = self.list_all(b, cid, limit=500)
+        self.assertEqual([t["trade_id"] for t in trades], [trade_id],
+                         "the retries created trades: %r" % trades)
+        self.assert_settled(b, cid, "100000.0000", {}, [final])
+
+    # ============================================================================================
+    # 3. Listing
+    # ============================================================================================
+    @dump_logs_on_failure
+    def test_listing_pages_newest_first_and_filters_by_status_symbol_and_customer(self):
+        b = self.start_broker(["--sim-latency-ms", "60", "--sim-reject-rate", "0.2",
+                               "--sim-seed", "3"])
+        cid, other = "list-a", "list-b"
+        self.open_customer(b, cid, "1000000.0000", {"AAPL": 100, "MSFT": 100})
+        self.open_customer(b, other, "100000.0000")
+        mine, theirs = {}, set()
+        for i in range(25):
+            sym = ("AAPL", "MSFT")[i % 2]
+            side = ("BUY", "SELL")[(i // 2) % 2]
+            t = self.placed(b, cid, sym, side, 1 + i % 3)
+            mine[t["trade_id"]] = t
+            if i % 8 == 0:
+                theirs.add(self.placed(b, other, "KO", "BUY", 1)["trade_id"])
+        self.assertEqual(len(mine), 25)
+
+        # While trades are still moving (25 at 30-90 ms each, one at a time: ~1.5 s), open
+        # first, then closed, so each trade is in at least one of the two lists, and each listed
+        # trade's status matches its list.
+        time.sleep(0.6)
+        open_trades, _ = self.list_all(b, cid, "status=open", limit=500)
+        closed_trades, _ = self.list_all(b, cid, "status=closed", limit=500)
+        for t in open_trades:
+            self.assertIn(t["status"], OPEN, t)
+        for t in closed_trades:
+            self.assertIn(t["status"], TERMINAL, t)
+        seen = {t["trade_id"] for t in open_trades} | {t["trade_id"] for t in closed_trades}
+        self.assertEqual(seen, set(mine), "open + closed must cover every trade")
+        sys.stderr.write("[listing] mid-flight: %d open, %d closed\n"
+                         % (len(open_trades), len(closed_trades)))
+        aapl_open, _ = self.list_all(b, cid, "status=open&symbol=AAPL", limit=3)
+        for t in aapl_open:
+            self.assertEqual(t["symbol"], "AAPL", t)
+            self.assertIn(t["status"], OPEN, t)
+
+        self.settle_account(b, cid)
+        self.settle_account(b, other)
+        newest_first = sorted(mine, reverse=True)
+
+        # limit=7 pages until next_after is null: every trade once, strictly descending.
+        trades, pages = self.list_all(b, cid, limit=7)
+        ids = [t["trade_id"] for t in trades]
+        self.assertEqual(ids, newest_first)
+        self.assertEqual([len(p["trades"]) for p in pages], [7, 7, 7, 4])
+        for t in trades:
+            self.assertIn(t["status"], TERMINAL, t)
+            placed = mine[t["trade_id"]]
+            self.assertEqual((t["symbol"], t["side"], t["quantity"], t["created_at"]),
+                             (placed["symbol"], placed["side"], placed["quantity"],
+                              placed["created_at"]), t)
+        for t in trades[::6]:
+            self.assertEqual(t, self.get_trade(b, cid, t["trade_id"]), "list and GET differ")
+        # Defaults: status=all, limit 50.
+        st, page = b.request("GET", "/v1/trades", token=b.token(cid))
+        self.assertEqual(st, 200, (st, page))
+        self.assertEqual([t["trade_id"] for t in page["trades"]], newest_first)
+        self.assertIsNone(page["next_after"], page)
+        for query in ("status=all", "status=closed"):
+            got, _ = self.list_all(b, cid, query, limit=500)
+            self.assertEqual([t["trade_id"] for t in got], newest_first, query)
+        got, _ = self.list_all(b, cid, "status=open", limit=500)
+        self.assertEqual(got, [], "no trade is open any more")
+        # limit=1 and an explicit cursor.
+        st, page = b.request("GET", "/v1/trades?limit=1", token=b.token(cid))
+        self.assertEqual(st, 200, (st, page))
+        self.assertEqual([t["trade_id"] for t in page["trades"]], newest_first[:1])
+        self.assertEqual(page["next_after"], newest_first[0])
+        cursor = newest_first[10]
+        st, page = b.request("GET", "/v1/trades?limit=500&after=" + cursor, token=b.token(cid))
+        self.assertEqual(st, 200, (st, page))
+        self.assertEqual([t["trade_id"] for t in page["trades"]], newest_first[11:])
+        self.assertIsNone(page["next_after"])
+        # Symbol filters, with and without pagination.
+        for sym in ("AAPL", "MSFT"):
+            want = [tid for tid in newest_first if mine[tid]["symbol"] == sym]
+            got, _ = self.list_all(b, cid, "symbol=" + sym, limit=5)
+            self.assertEqual([t["trade_id"] for t in got], want, sym)
+            got, _ = self.list_all(b, cid, "status=closed&symbol=" + sym, limit=500)
+            self.assertEqual([t["trade_id"] for t in got], want, sym)
+        got, _ = self.list_all(b, cid, "symbol=KO", limit=500)
+        self.assertEqual(got, [])
+        # Another customer sees only its own trades.
+        got, _ = self.list_all(b, other, limit=2)
+        self.assertEqual([t["trade_id"] for t in got], sorted(theirs, reverse=True))
+        self.assertFalse(set(mine) & {t["trade_id"] for t in got})
+        got, _ = self.list_all(b, other, "symbol=AAPL", limit=500)
+        self.assertEqual(got, [])
+
+    # ============================================================================================
+    # 4. Cancel and modify
+    # ============================================================================================
+    @dump_logs_on_failure
+    def test_placed_trades_can_be_canceled_and_modified_and_races_settle_exactly(self):
+        b = self.start_broker(["--sim-latency-ms", "400", "--sim-reject-rate", "0"])
+        cid = "cm-a"
+        opening_cash, opening_pos = "100000.0000", {"AAPL": 50}
+        self.open_customer(b, cid, opening_cash, opening_pos)
+        tok = b.token(cid)
+        everything = []
+
+        # --- cancel. Two SELLs go first: the head one is IN_PROGRESS at the exchange (200-600
+        # ms), the second waits behind it, so the BUY of MSFT stays PLACED for at least 400 ms.
+        heads = [self.placed(b, cid, "AAPL", "SELL", 1)["trade_id"] for _ in range(2)]
+        bid = heads[0]
+        acct0 = self.account(b, cid)
+        self.assertEqual(acct0["reserved_cash"], 0, acct0)
+        target = self.placed(b, cid, "MSFT", "BUY", 10, status="PLACED")
+        tid = target["trade_id"]
+        everything += heads + [tid]
+        acct1 = self.account(b, cid)
+        self.assertGreater(acct1["reserved_cash"], 0, acct1)
+        self.assertEqual(acct1["cash"], acct0["cash"])
+        self.wait_status(b, cid, bid, {"IN_PROGRESS"}, timeout=1.0)
+        st, body = b.request("DELETE", "/v1/trades/" + bid, token=tok)
+        self.assert_error(st, body, 422, {"trade_not_cancelable"}, "cancel an IN_PROGRESS trade")
+        st, body = b.request("PATCH", "/v1/trades/" + bid, {"quantity": 2}, token=tok)
+        self.assert_error(st, body, 422, {"trade_not_modifiable"}, "PATCH an IN_PROGRESS trade")
+        t = self.get_trade(b, cid, bid)
+        self.assertIn(t["status"], ("IN_PROGRESS", "FILLED"), t)
+        self.assertEqual(t["quantity"], 1, t)
+        st, canceled = b.request("DELETE", "/v1/trades/" + tid, token=tok)
+        self.assertEqual(st, 200, (st, canceled))
+        self.check_trade(canceled, cid, "MSFT", "BUY", 10)
+        self.assertEqual((canceled["trade_id"], canceled["status"]), (tid, "CANCELED"))
+        acct2 = self.account(b, cid)
+        self.assertEqual(acct2["reserved_cash"], 0, "cancel did not release the cash: %r" % acct2)
+        if all(self.get_trade(b, cid, h)["status"] != "FILLED" for h in heads):
+            self.assertEqual(acct2, acct0, "buying power not restored exactly")
+        st, body = b.request("DELETE", "/v1/trades/" + tid, token=tok)
+        self.assert_error(st, body, 422, {"trade_not_cancelable"}, "second cancel")
+        st, body = b.request("PATCH", "/v1/trades/" + tid, {"quantity": 3}, token=tok)
+        self.assert_error(st, body, 422, {"trade_not_modifiable"}, "PATCH a canceled trade")
+        done = harness.wait_terminal(b, [(cid, x) for x in heads + [tid]], timeout=10)
+        for h in heads:
+            self.assertEqual((done[h]["status"], done[h]["quantity"]), ("FILLED", 1), done[h])
+        self.assertEqual(done[tid]["status"], "CANCELED", done[tid])
+        self.assertIsNone(done[tid]["filled_price"])
+
+        # --- modify: quantity up, down, unaffordable; a SELL up and beyond the holding. Three
+        # SELLs go first, so the two trades behind them stay PLACED for at least 600 ms.
+        heads = [self.placed(b, cid, "AAPL", "SELL", 1)["trade_id"] for _ in range(3)]
+        target = self.placed(b, cid, "MSFT", "BUY", 10, status="PLACED")
+        sell = self.placed(b, cid, "AAPL", "SELL", 2, status="PLACED")
+        tid, sid = target["trade_id"], sell["trade_id"]
+        everything += heads + [tid, sid]
+        r1 = self.account(b, cid)["reserved_cash"]
+        self.assertEqual(self.positions(b, cid)["AAPL"][1], 5)
+        self.assertGreater(r1, 0)
+
+        def patch(trade_id, qty):
+            return b.request("PATCH", "/v1/trades/" + trade_id, {"quantity": qty}, token=tok)
+
+        st, t = patch(tid, 20)
+        self.assertEqual(st, 200, (st, t))
+        self.check_trade(t, cid, "MSFT", "BUY", 20)
+        self.assertEqual((t["trade_id"], t["status"]), (tid, "PLACED"))
+        r2 = self.account(b, cid)["reserved_cash"]
+        self.assertGreater(r2, r1, "doubling the quantity must reserve more")
+        self.assertTrue(1.8 * r1 < r2 < 2.2 * r1, (r1, r2))
+        st, t = patch(tid, 5)
+        self.assertEqual(st, 200, (st, t))
+        self.check_trade(t, cid, "MSFT", "BUY", 5)
+        self.assertEqual(t["status"], "PLACED")
+        r3 = self.account(b, cid)["reserved_cash"]
+        self.assertLess(r3, r1, "reducing the quantity must release cash")
+        self.assertTrue(0.4 * r1 < r3 < 0.6 * r1, (r1, r3))
+        st, body = patch(tid, 1000)  # ~$430,000 of MSFT against $100,000
+        self.assert_error(st, body, 422, {"insufficient_funds"}, "unaffordable PATCH")
+        self.assertEqual(self.account(b, cid)["reserved_cash"], r3, "failed PATCH moved cash")
+        t = self.get_trade(b, cid, tid)
+        self.assertEqual((t["status"], t["quantity"]), ("PLACED", 5), t)
+        st, body = patch(sid, 1000)
+        self.assert_error(st, body, 422, {"insufficient_shares"}, "PATCH a SELL beyond holdings")
+        self.assertEqual(self.positions(b, cid)["AAPL"][1], 5, "failed PATCH moved shares")
+        t = self.get_trade(b, cid, sid)
+        self.assertEqual((t["status"], t["quantity"]), ("PLACED", 2), t)
+        st, t = patch(sid, 4)
+        self.assertEqual(st, 200, (st, t))
+        self.check_trade(t, cid, "AAPL", "SELL", 4)
+        self.assertEqual(t["status"], "PLACED")
+        self.assertEqual(self.positions(b, cid)["AAPL"][1], 7)
+        done = harness.wait_terminal(b, [(cid, x) for x in heads + [tid, sid]], timeout=15)
+        self.assertEqual((done[tid]["status"], done[tid]["quantity"]), ("FILLED", 5), done[tid])
+        self.assertEqual((done[sid]["status"], done[sid]["quantity"]), ("FILLED", 4), done[sid])
+        final = harness.wait_terminal(b, [(cid, x) for x in everything], timeout=10)
+        self.assert_settled(b, cid, opening_cash, opening_pos, list(final.values()))
+
+        # --- races: PATCH and/or DELETE sent around the moment the trade goes to the exchange.
+        n_cust, rounds = 6, 3
+        cids = ["cm-race-%d" % i for i in range(n_cust)]
+        for c in cids:
+            self.open_customer(b, c, opening_cash, opening_pos)
+            b.token(c)
+        lock = threading.Lock()
+        outcomes = []   # (cid, trade id, mode, patch answer, delete answer)
+        owned = {c: [] for c in cids}
+        failures = []
+
+        def racer(k):
+            c = cids[k]
+            rng = random.Random(77 + k)
+            for r in range(rounds):
+                mode = ("delete", "patch+delete", "patch")[(k + r) % 3]
+                blk = self.post_trade(b, c, "KO", "BUY", 1)
+                tgt = self.post_trade(b, c, "AAPL", "BUY", 2)
+                if blk[0] != 201 or tgt[0] != 201 or tgt[1].get("status") != "PLACED":
+                    with lock:
+                        failures.append("%s: setup %r %r" % (c, blk, tgt))
+                    return
+                with lock:
+                    owned[c] += [blk[1]["trade_id"], tgt[1]["trade_id"]]
+                # The blocker is at the exchange for 200-600 ms; aim around its end.
+                time.sleep(rng.uniform(0.15, 0.65))
+                path = "/v1/trades/" + tgt[1]["trade_id"]
+                pa = da = None
+                if "patch" in mode:
+                    pa = b.request("PATCH", path, {"quantity": 3}, token=b.token(c))
+                if "delete" in mode:
+                    da = b.request("DELETE", path, token=b.token(c))
+                with lock:
+                    outcomes.append((c, tgt[1]["trade_id"], mode, pa, da))
+                harness.wait_terminal(b, [(c, blk[1]["trade_id"]), (c, tgt[1]["trade_id"])],
+                                      timeout=10)
+
+        errors = run_threads([functools.partial(racer, k) for k in range(n_cust)], timeout=60)
+        self.assertEqual(errors, [])
+        self.assertEqual(failures, [])
+        self.assertEqual(len(outcomes), n_cust * rounds)
+        tally = {}
+        for c, trade_id, mode, pa, da in outcomes:
+            t = self.get_trade(b, c, trade_id)
+            what = "%s %s %s: PATCH %r DELETE %r final %r" % (c, trade_id, mode, pa, da, t)
+            self.assertIn(t["status"], TERMINAL, what)
+            if pa is not None:
+                self.assertIn(pa[0], (200, 422), what)
+                if pa[0] == 200:
+                    self.assertEqual((pa[1]["quantity"], pa[1]["status"]), (3, "PLACED"), what)
+                else:
+                    self.assertEqual(pa[1].get("code"), "trade_not_modifiable", what)
+                self.assertEqual(t["quantity"], 3 if pa[0] == 200 else 2, what)
+            else:
+                self.assertEqual(t["quantity"], 2, what)
+            if da is not None:
+                self.assertIn(da[0], (200, 422), what)
+                if da[0] == 200:
+                    self.assertEqual(da[1]["status"], "CANCELED", what)
+                    self.assertEqual(t["status"], "CANCELED", what)
+                    self.assertIsNone(t["filled_price"], what)
+                else:
+                    self.assertEqual(da[1].get("code"), "trade_not_cancelable", what)
+                    self.assertIn(t["status"], ("FILLED", "REJECTED"), what)
+                if pa is not None and pa[0] == 422:
+                    self.assertEqual(da[0], 422, "PATCH refused but the later DELETE won: " + what)
+            else:
+                self.assertIn(t["status"], ("FILLED", "REJECTED"), what)
+            key = (mode, pa[0] if pa else None, da[0] if da else None)
+            tally[key] = tally.get(key, 0) + 1
+        sys.stderr.write("[race] outcomes (mode, PATCH, DELETE): %r\n" % sorted(tally.items()))
+        for c in cids:
+            final = harness.wait_terminal(b, [(c, x) for x in owned[c]], timeout=10)
+            self.assert_settled(b, c, opening_cash, opening_pos, list(final.values()))
+
+    # ============================================================================================
+    # 5. Token expiry and cross-customer access
+    # ============================================================================================
+    @dump_logs_on_failure
+    def test_tokens_expire_and_customers_cannot_touch_each_others_trades(self):
+        b = self.start_broker(["--sim-latency-ms", "400", "--sim-reject-rate", "0"])
+        a, other = "tok-a", "tok-b"
+        self.open_customer(b, a, "100000.0000", {"AAPL": 10})
+        self.open_customer(b, other, "100000.0000", {"AAPL": 10})
+
+        short = harness.mint_token(b.jwt_secret, a, ttl=2)
+        exp = jwt_claims(short).get("exp")
+        self.assertIsInstance(exp, int, jwt_claims(short))
+        st, acct = b.request("GET", "/v1/account", token=short)
+        self.assertEqual(st, 200, (st, acct))
+        self.assertEqual(acct["customer_id"], a)
+        deadline = time.monotonic() + 8
+        while True:
+            st, body = b.request("GET", "/v1/account", token=short)
+            if st != 200:
+                break
+            self.assertLess(time.monotonic(), deadline, "a 2 s token still works after 8 s")
+            time.sleep(0.2)
+        self.assert_error(st, body, 401, {"unauthorized"}, "expired token")
+        self.assertGreaterEqual(time.time(), exp - 1, "token refused before its exp")
+        st, body = b.request("POST", "/v1/trades", {"symbol": "AAPL", "side": "BUY",
+                                                    "quantity": 1}, token=short)
+        self.assert_error(st, body, 401, {"unauthorized"}, "POST with an expired token")
+        got, _ = self.list_all(b, a, limit=500)
+        self.assertEqual(got, [], "the expired token placed a trade")
+
+        heads = [self.placed(b, a, "AAPL", "SELL", 1)["trade_id"] for _ in range(2)]
+        target = self.placed(b, a, "AAPL", "BUY", 2, status="PLACED", client_order_id="tok-1")
+        acct_a = self.account(b, a)
+        tid = target["trade_id"]
+        for method, body in (("GET", None), ("DELETE", None), ("PATCH", {"quantity": 1})):
+            st, resp = b.request(method, "/v1/trades/" + tid, body, token=b.token(other))
+            self.assert_error(st, resp, 404, {"trade_not_found"}, "B %s A's trade" % method)
+        st, resp = b.request("GET", "/v1/trades:by_client_order_id?client_order_id=tok-1",
+                             token=b.token(other))
+        self.assert_error(st, resp, 404, {"trade_not_found"}, "B looks up A's client_order_id")
+        got, _ = self.list_all(b, other, limit=500)
+        self.assertEqual(got, [])
+        mine = self.get_trade(b, a, tid)
+        self.assertEqual((mine["status"], mine["quantity"]), ("PLACED", 2), mine)
+        self.assertEqual(self.account(b, a)["reserved_cash"], acct_a["reserved_cash"])
+        # A can still do what B could not.
+        st, canceled = b.request("DELETE", "/v1/trades/" + tid, token=b.token(a))
+        self.assertEqual((st, canceled.get("status")), (200, "CANCELED"), canceled)
+        final = harness.wait_terminal(b, [(a, h) for h in heads] + [(a, tid)], timeout=10)
+        self.assert_settled(b, a, "100000.0000", {"AAPL": 10}, list(final.values()))
+        self.assertEqual(self.account(b, other)["cash"], money_ticks("100000.0000"))
+
+    # ============================================================================================
+    # 6. Rate limits
+    # ============================================================================================
+    @dump_logs_on_failure
+    def test_a_customer_over_its_rate_limit_gets_429_while_another_is_unaffected(self):
+        b = self.start_broker(["--rate-limit-per-s", "5", "--rate-limit-burst", "10"])
+        a, other = "rate-a", "rate-b"
+        self.open_customer(b, a, "1000.0000")
+        self.open_customer(b, other, "1000.0000")
+        tok_a, tok_b = b.token(a), b.token(other)
+        time.sleep(0.5)
+
+        answers = []
+        t0 = time.monotonic()
+        for _ in range(30):
+            answers.append(http_full(b.port, "GET", "/v1/account", token=tok_a))
+        elapsed = time.monotonic() - t0
+        ok = sum(1 for st, _, _ in answers if st == 200)
+        limited = [(st, body, hdrs) for st, body, hdrs in answers if st == 429]
+        self.assertEqual(ok + len(limited), 30, [a_[:2] for a_ in answers])
+        self.assertEqual(answers[0][0], 200, answers[0][:2])
+        self.assertGreaterEqual(ok, 10, "the burst of 10 must be served")
+        self.assertLessEqual(ok, 10 + int(5 * elapsed) + 1,
+                             "%d served in %.2f s at 5/s with burst 10" % (ok, elapsed))
+        self.assertGreater(len(limited), 0)
+        retry_after = 1
+        for st, body, hdrs in limited:
+            self.assert_error(st, body, 429, {"rate_limited"}, "over the limit")
+            self.assertIn("retry-after", hdrs, hdrs)
+            self.assertRegex(hdrs["retry-after"], r"^[0-9]+$")
+            self.assertGreaterEqual(int(hdrs["retry-after"]), 1, hdrs)
+            retry_after = max(retry_after, int(hdrs["retry-after"]))
+        # Another customer has its own bucket.
+        for _ in range(5):
+            st, body, _ = http_full(b.port, "GET", "/v1/account", token=tok_b)
+            self.assertEqual(st, 200, (st, body))
+        # After Retry-After, the first customer is served again.
+        time.sleep(min(retry_after, 5) + 0.2)
+        st, body, _ = http_full(b.port, "GET", "/v1/account", token=tok_a)
+        self.assertEqual(st, 200, (st, body))
+        st, _, _ = http_full(b.port, "GET", "/healthz")
+        self.assertEqual(st, 200)
+
+    # ============================================================================================
+    # 7. Slowloris
+    # ============================================================================================
+    @dump_logs_on_failure
+    def test_a_slowloris_client_is_disconnected_while_normal_clients_are_served(self):
+        b = self.start_broker()
+        cid = "slow-loris"
+        self.open_customer(b, cid, "1000.0000")
+        tok = b.token(cid)
+        s = socket.create_connection((HOST, b.port), timeout=5)
+        self.addCleanup(s.close)
+        trickle = b"st: 127.0.0.1\r\nX-Slow: " + b"a" * 64
+        t0 = time.monotonic()
+        closed_at = None
+        received = b""
+        served = 0
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+            for i in range(len(trickle)):
+                if time.monotonic() - t0 > 25:
+                    break
+                # A normal client is served meanwhile, promptly.
+                c0 = time.monotonic()
+                st, body, _ = http_full(b.port, "GET", "/v1/account", token=tok, timeout=5)
+                self.assertEqual(st, 200, (st, body))
+                self.assertLess(time.monotonic() - c0, 2.0, "normal request took too long")
+                served += 1
+                # Wait ~1 s for the server to close the slow connection, then one more byte.
+                wait_until = time.monotonic() + 1.0
+                while closed_at is None and time.monotonic() < wait_until:
+                    readable, _, _ = select.select([s], [], [], max(0.0, wait_until
+                                                                    - time.monotonic()))
+                    if not readable:
+                        break
+                    try:
+                        chunk = s.recv(4096)
+                    except (ConnectionResetError, OSError):
+                        chunk = b""
+                    if not chunk:
+                        closed_at = time.monotonic() - t0
+                    received += chunk
+                if closed_at is not None:
+                    break
+                try:
+                    s.sendall(trickle[i:i + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    closed_at = time.monotonic() - t0
+                    break
+        finally:
+            s.close()
+        self.assertIsNotNone(closed_at, "slowloris connection still open after %.0f s"
+                             % (time.monotonic() - t0))
+        sys.stderr.write("[slowloris] disconnected after %.1f s (%d normal requests served, "
+                         "%d bytes received)\n" % (closed_at, served, len(received)))
+        self.assertLessEqual(closed_at, 15.0, "disconnected only after %.1f s" % closed_at)
+        if received:
+            self.assertRegex(received[:12], rb"^HTTP/1\.[01] 4\d\d", received[:200])
+        self.assertTrue(b.alive())
+        st, _, _ = http_full(b.port, "GET", "/healthz")
+        self.assertEqual(st, 200)
+
+    # ============================================================================================
+    # 8. WebSocket stream
+    # ============================================================================================
+    def check_frames(self, frames, cid, first_seq, trade_ids):
+        """Frames are trade_update with sequences first_seq, first_seq+1, ... and cover exactly
+        PLACED, IN_PROGRESS, FILLED|REJECTED of each trade in `trade_ids`, in that order."""
+        seqs = [f.get("sequence") for f in frames]
+        self.assertEqual(seqs, list(range(first_seq, first_seq + len(frames))),
+                         "sequence gaps or repeats")
+        per_trade = {}
+        for f in frames:
+            self.assertEqual(f.get("type"), "trade_update", f)
+            t = self.check_trade(f.get("trade"), cid)
+            per_trade.setdefault(t["trade_id"], []).append(t["status"])
+        self.assertEqual(set(per_trade), set(trade_ids), "trades on the stream")
+        for tid_, statuses in per_trade.items():
+            self.assertEqual(statuses[:2], ["PLACED", "IN_PROGRESS"], (tid_, statuses))
+            self.assertEqual(len(statuses), 3, (tid_, statuses))
+            self.assertIn(statuses[2], ("FILLED", "REJECTED"), (tid_, statuses))
+
+    @dump_logs_on_failure
+    def test_the_stream_sends_every_update_in_sequence_and_resumes_across_a_restart(self):
+        if websocket is None:
+            self.skipTest("python3-websocket is not installed")
+        b = self.start_broker(["--sim-latency-ms", "30", "--sim-reject-rate", "0.3",
+                               "--sim-seed", "11"])
+        cid = "ws-a"
+        self.open_customer(b, cid, "100000.0000", {"AAPL": 20})
+        tok = b.token(cid)
+
+        st, body, _ = http_full(b.port, "GET", "/v1/stream", token=tok)
+        self.assert_error(st, body, 426, {"upgrade_required"}, "plain GET /v1/stream")
+        for what, kw in (("garbage token", {"token": "garbage"}),
+                         ("no token", {}),
+                         ("garbage access_token", {"query": "?access_token=garbage"}),
+                         ("expired token", {"token": craft_jwt(b.jwt_secret, {
+                             "sub": cid, "exp": int(time.time()) - 60})})):
+            with self.assertRaises(websocket.WebSocketBadStatusException, msg=what) as cm:
+                ws = ws_connect(b.port, **kw)
+                ws_close(ws)
+            self.assertEqual(cm.exception.status_code, 401, what)
+
+        # Live stream, authenticated by header.
+        ws = ws_connect(b.port, token=tok)
+        self.addCleanup(ws_close, ws)
+        time.sleep(0.3)  # let the subscription settle before anything happens
+        first = [self.placed(b, cid, sym, side, 1)["trade_id"]
+                 for sym, side in (("AAPL", "BUY"), ("MSFT", "BUY"), ("AAPL", "SELL"),
+                                   ("KO", "BUY"), ("AAPL", "SELL"))]
+        frames = ws_read(ws, 3 * len(first), timeout=20)
+        self.assertEqual(len(frames), 3 * len(first), "frames: %r" % frames)
+        self.check_frames(frames, cid, 1, first)
+        n = frames[-1]["sequence"]
+        self.settle_account(b, cid)
+        self.assertEqual(ws_read(ws, 1, timeout=0.5), [], "an update after the last status")
+        ws_close(ws)
+
+        # Browser style: ?access_token=, replaying from the start.
+        ws2 = ws_connect(b.port, query="?access_token=%s&since=0" % tok)
+        self.addCleanup(ws_close, ws2)
+        replay = ws_read(ws2, n, timeout=10)
+        self.assertEqual(replay, frames)
+        ws_close(ws2)
+
+        # Restart on the same data dir; the durable updates survive.
+        self.assertEqual(b.stop(), 0, "brokerd exit code after SIGTERM")
+        b.start(port=b.port)
+        second = [self.placed(b, cid, sym, side, 2)["trade_id"]
+                  for sym, side in (("AAPL", "BUY"), ("AAPL", "SELL"), ("MSFT", "BUY"))]
+        self.settle_account(b, cid)
+        ws3 = ws_connect(b.port, token=tok, query="?since=%d" % n)
+        self.addCleanup(ws_close, ws3)
+        resumed = ws_read(ws3, 3 * len(second), timeout=10)
+        self.assertEqual(len(resumed), 3 * len(second), resumed)
+        self.check_frames(resumed, cid, n + 1, second)
+        self.assertEqual(ws_read(ws3, 1, timeout=0.5), [], "extra frames after the backlog")
+        # The same connection then goes live without a gap.
+        live = self.placed(b, cid, "KO", "BUY", 3)["trade_id"]
+        more = ws_read(ws3, 3, timeout=10)
+        self.check_frames(more, cid, n + 1 + len(resumed), [live])
+        ws_close(ws3)
+
+        ws4 = ws_connect(b.port, token=tok, query="?since=0")
+        self.addCleanup(ws_close, ws4)
+        everything = ws_read(ws4, n + len(resumed) + 3, timeout=10)
+        self.assertEqual([f["sequence"] for f in everything],
+                         list(range(1, n + len(resumed) + 4)))
+        self.assertEqual(everything[:n], frames)
+        self.assertEqual(everything[n:], resumed + more)
+        ws_close(ws4)
+
+    # ============================================================================================
+    # 9. Slow consumer
+    # ============================================================================================
+    @dump_logs_on_failure
+    def test_a_websocket_client_that_never_reads_is_closed_as_a_slow_consumer(self):
+        if websocket is None:
+            self.skipTest("python3-websocket is not installed")
+        b = self.start_broker(["--sim-latency-ms", "0", "--sim-reject-rate", "0",
+                               "--sim-duplicate-rate", "0"])
+        cid = "slow-consumer"
+        self.open_customer(b, cid, "10000000.0000")
+        tok = b.token(cid)
+        # Keep the kernel from absorbing the backlog: a small receive buffer here, and a small
+        # MSS advertised in our SYN (on loopback the server's send buffer is otherwise autotuned
+        # to ~4 MB, which holds every update this test makes, so its own queue never grows).
+        ws = ws_connect(b.port, token=tok,
+                        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),
+                                 (socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)])
+        self.addCleanup(ws_close, ws)
+        time.sleep(0.3)
+        pid = b.proc.pid
+        rss = [vm_rss_kib(pid)]
+
+        n_threads, per_thread = 8, 100   # 800 trades -> 2,400 updates, far over 1,024 + buffers
+        lock = threading.Lock()
+        failures = []
+        done = threading.Event()
+
+        def worker():
+            placed_here, stop_at = 0, time.monotonic() + 45
+            for _ in range(4 * per_thread):   # bounded: 429s from a rate limiter are retried
+                if placed_here == per_thread or time.monotonic() > stop_at:
+                    break
+                st, body = self.post_trade(b, cid, "KO", "BUY", 1)
+                if st == 429:
+                    time.sleep(0.1)
+                    continue
+                if st != 201 or body.get("status") == "REJECTED":
+                    with lock:
+                        failures.append((st, body))
+                    return
+                placed_here += 1
+            if placed_here != per_thread:
+                with lock:
+                    failures.append("placed only %d of %d" % (placed_here, per_thread))
+
+        def sampler():
+            for _ in range(1200):  # at most ~2 minutes
+                if done.is_set():
+                    return
+                try:
+                    rss.append(vm_rss_kib(pid))
+                except (OSError, AssertionError):
+                    return
+                done.wait(0.1)
+
+        smp = threading.Thread(target=sampler, daemon=True)
+        smp.start()
+        errors = run_threads([worker] * n_threads, timeout=60)
+        self.assertEqual(errors, [])
+        self.assertEqual(failures, [])
+        deadline = time.monotonic() + 60
+        while self.account(b, cid)["reserved_cash"] != 0:
+            self.assertLess(time.monotonic(), deadline, "trades still open after 60 s")
+            time.sleep(0.1)
+        done.set()
+        smp.join(5)
+        rss.append(vm_rss_kib(pid))
+        total_updates = 3 * n_threads * per_thread
+
+        # Now read: whatever was buffered, then the close (1008 slow_consumer) or the end.
+        texts, close = 0, None
+        closed = False
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and texts <= total_updates:
+            ws.settimeout(5)
+            try:
+                # recv_frame does not answer a close frame (an answer could fail on a socket the
+                # server already shut down and hide the close code).
+                frame = ws.recv_frame()
+            except websocket.WebSocketTimeoutException:
+                break
+            except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
+                closed = True
+                break
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                close = frame.data
+                closed = True
+                break
+            if frame.opcode == websocket.ABNF.OPCODE_TEXT:
+                texts += 1
+        sys.stderr.write("[slow consumer] %d of %d updates read before the close %r; "
+                         "brokerd RSS max %d KiB\n" % (texts, total_updates, close, max(rss)))
+        self.assertTrue(closed, "the stream of a client that never read is still open after "
+                                "%d frames" % texts)
+        self.assertLess(texts, total_updates, "the client got every update: never closed")
+        if close is not None and len(close) >= 2:
+            code = int.from_bytes(close[:2], "big")
+            self.assertEqual(code, 1008, close)
+            self.assertEqual(close[2:].decode("utf-8", "replace"), "slow_consumer")
+        self.assertLess(max(rss), 400 * 1024, "brokerd RSS %d KiB" % max(rss))
+
+        # brokerd keeps serving, and the stream works for a well-behaved client.
+        self.assertTrue(b.alive())
+        st, _, _ = http_full(b.port, "GET", "/healthz")
+        self.assertEqual(st, 200)
+        ws2 = ws_connect(b.port, token=tok, query="?since=0")
+        self.addCleanup(ws_close, ws2)
+        head = ws_read(ws2, 30, timeout=10)
+        self.assertEqual([f["sequence"] for f in head], list(range(1, 31)))
+        ws_close(ws2)
+
+
+if __name__ == "__main__":
+    harness.strip_bin_dir_arg(sys.argv)
+    unittest.main(argv=sys.argv)
