@@ -7,6 +7,8 @@
 
 namespace broker::api {
 
+json_value::json_value() = default;
+
 std::string json_escape(std::string_view text) {
     // Text that echoes client input may hold invalid UTF-8 (e.g. a percent-decoded %FF); JSON
     // output must not, so such text keeps its ASCII and shows every other byte as '?'.

@@ -25,6 +25,10 @@ namespace broker::api {
 
 // One field of a flat JSON object, as parsed.
 struct json_value {
+    // User-provided so that clang (the fuzz build) can instantiate the vector of pairs of
+    // json_value below without asking whether the type is still incomplete.
+    json_value();
+
     enum class kind : std::uint8_t { null, boolean, integer, number, string, object, array };
     kind type = kind::null;
     std::int64_t integer = 0;   // kind::integer (fits in int64)

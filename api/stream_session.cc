@@ -4,6 +4,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -124,9 +125,17 @@ private:
     }
 
     void on_accept(beast::error_code ec) {
-        if (ec) return fail(ec, "accept");
-        if (phase_ != phase::accepting) return;  // closed while accepting (slow consumer)
+        if (ec) {
+            phase_ = phase::done;  // nothing to close gracefully
+            return fail(ec, "accept");
+        }
         upgrade_ = {};
+        if (close_after_accept_) {
+            // Too far behind before the stream even opened (see close()).
+            return ws_.async_close(
+                *close_after_accept_,
+                beast::bind_front_handler(&stream_session::on_close, shared_from_this()));
+        }
         ws_.text(true);
         do_read();
         if (since_) {
@@ -228,10 +237,15 @@ private:
     // streaming.
     void close(websocket::close_code code, const char* reason) {
         if (phase_ == phase::closing || phase_ == phase::done) return;
-        const bool open = phase_ != phase::accepting && ws_.is_open();
+        const bool accepting = phase_ == phase::accepting;
         stop(phase::closing);
-        if (!open) {
-            // Not open yet (or the peer is already closing): no close frame to send.
+        if (accepting) {
+            // The handshake is under way; on_accept sends the close frame once it is done.
+            close_after_accept_ = websocket::close_reason(code, reason);
+            return;
+        }
+        if (!ws_.is_open()) {
+            // The peer is closing, or the stream failed: no close frame to send.
             beast::get_lowest_layer(ws_).close();
             return;
         }
@@ -277,6 +291,7 @@ private:
     std::uint64_t last_sent_ = 0;       // highest sequence queued for the client
     bool anchored_ = false;             // last_sent_ is known (?since given, or one update sent)
     bool writing_ = false;
+    std::optional<websocket::close_reason> close_after_accept_;
     phase phase_ = phase::accepting;
 };
 

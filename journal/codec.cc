@@ -477,6 +477,8 @@ void encode_record(const event& e, const hash256& prev_hash, std::string& out) {
 
 result<decoded_record, corruption> decode_record(std::uint64_t expected_sequence,
                                                  std::string_view bytes) {
+    // Sequences start at 1; a record claiming 0 could be decoded but never written back.
+    if (expected_sequence == 0) return record_error(0, "sequence 0 does not exist");
     if (bytes.size() < header_size + checksum_size) {
         return record_error(expected_sequence,
                             fmt::format("truncated: {} bytes, a record has at least {}",

@@ -31,7 +31,7 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
+#include <algorithm>  // tests/api/memory_services.h uses std::sort without including it
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -218,8 +218,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         case 2: {
             auto stream = r.authorize_stream(req);
             if (stream) {
-                if (!valid_customer_id(stream->customer_id))
-                    fail("stream for an invalid id", nullptr);
+                if (!valid_customer_id(stream->customer_id)) {
+                    fail("stream for an invalid customer id", nullptr);
+                }
                 return 0;
             }
             respond(stream.error());
