@@ -81,7 +81,22 @@ struct find_client_order {
     std::string client_order_id;
 };
 
+// Trades still PLACED (never sent) that were created before `created_before` become REJECTED
+// with reason expired, so that no trade waits forever behind a stuck one (at most `max` per
+// command, oldest first).
+struct expire_placed {
+    timestamp_ms created_before = 0;
+    std::size_t max = 10'000;
+};
+// Query: trades IN_PROGRESS whose last change is older than `updated_before` (the watchdog asks
+// the exchange about them), oldest first, at most `max`.
+struct find_stuck_trades {
+    timestamp_ms updated_before = 0;
+    std::size_t max = 10'000;
+};
+
 using command = std::variant<open_customer, place_trade, cancel_trade, modify_trade, apply_execution,
-                             get_trade, get_account, list_open_trades, find_client_order>;
+                             get_trade, get_account, list_open_trades, find_client_order,
+                             expire_placed, find_stuck_trades>;
 
 }  // namespace broker

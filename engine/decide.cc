@@ -245,6 +245,42 @@ struct decider {
         return decision{errc::ok, {}, g.id, false};
     }
 
+    decision operator()(const expire_placed& x) const {
+        decision d;
+        for (const trade_id id : matching(trade_status::placed, x.max, [&](const trade& t) {
+                 return t.created_at < x.created_before;
+             })) {
+            const trade* t = s.find_open_trade(id);
+            const customer* c = s.find_customer(t->customer_id);
+            // The head of a FIFO is sent as soon as it is placed, so an unsent trade always waits
+            // behind another one and expiring it changes nothing at the exchange.
+            if (c->fifo.front() == id) continue;
+            d.events.push_back(trade_rejected{id, errc::expired, ""});
+        }
+        return d;
+    }
+
+    decision operator()(const find_stuck_trades& f) const {
+        decision d;
+        d.trades = matching(trade_status::in_progress, f.max, [&](const trade& t) {
+            return t.updated_at < f.updated_before;
+        });
+        return d;
+    }
+
+    // Open trades in `status` that satisfy `pred`, oldest first, at most `max`. Sorting keeps
+    // the result independent of hash-map order, so replays decide the same.
+    template <class Pred>
+    std::vector<trade_id> matching(trade_status status, std::size_t max, Pred pred) const {
+        std::vector<trade_id> out;
+        for (const auto& [id, t] : s.open_trades) {
+            if (t.status == status && pred(t)) out.push_back(t.id);
+        }
+        std::sort(out.begin(), out.end());
+        if (out.size() > max) out.resize(max);
+        return out;
+    }
+
     decision operator()(const list_open_trades& l) const {
         if (s.find_customer(l.customer_id) == nullptr) return fail(errc::customer_not_found);
         return decision{};

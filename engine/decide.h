@@ -21,6 +21,7 @@ struct decision {
     std::vector<event_body> events;
     std::optional<trade_id> trade;  // the trade the command created or addressed
     bool repeated = false;          // an idempotent repeat that changed nothing
+    std::vector<trade_id> trades;   // find_stuck_trades: the trades found
 };
 
 [[nodiscard]] decision decide(const state& s, const command& c, timestamp_ms now);

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "engine/commands.h"
 #include "engine/money.h"
 #include "engine/types.h"
 
@@ -30,6 +31,11 @@ struct order {
 using callback_sink = std::function<void(std::string body, std::string signature,
                                          std::function<void(int status)> done)>;
 
+// Receives execution reports the gateway learned without a callback: from a status query, or
+// from the exchange refusing an order outright. The node turns them into apply_execution
+// commands; applying one twice is harmless (the engine settles each trade once).
+using execution_sink = std::function<void(apply_execution report)>;
+
 class gateway {
 public:
     virtual ~gateway() = default;
@@ -37,6 +43,10 @@ public:
     // Sends an order to the exchange. Idempotent by order id: sending the same id again must not
     // execute it twice. Called only after the trade's trade_submitted event is durable.
     virtual void submit(const order& o) = 0;
+    // For a trade the broker believes is at the exchange but has not heard back about (after a
+    // restart, or for too long): asks the exchange. Executed -> the report goes to the
+    // execution sink; unknown to the exchange -> sent again; still working -> nothing.
+    virtual void reconcile(const order& o) = 0;
     // The latest price of a listed symbol; nullopt when the symbol is not listed. Non-blocking.
     [[nodiscard]] virtual std::optional<money> quote(symbol s) const = 0;
     // Whether the exchange accepts orders at `now`.

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "engine/time.h"
+#include "exchange/market.h"
 #include "exchange/signature.h"
 
 namespace broker::exchange {
@@ -22,24 +23,6 @@ namespace broker::exchange {
 namespace net = boost::asio;
 
 namespace {
-
-struct listing {
-    const char* ticker;
-    std::int64_t start_price_ticks;
-};
-
-// Real US tickers with round starting prices of the right order of magnitude; the walk takes
-// them from there. Prices are illustrative, not market data.
-constexpr listing universe[] = {
-    {"AAPL", 190'0000},  {"MSFT", 410'0000}, {"AMZN", 180'0000}, {"GOOGL", 170'0000},
-    {"META", 500'0000},  {"NVDA", 120'0000}, {"TSLA", 240'0000}, {"JPM", 200'0000},
-    {"V", 280'0000},     {"KO", 62'0000},    {"PEP", 170'0000},  {"WMT", 68'0000},
-    {"DIS", 100'0000},   {"NFLX", 650'0000}, {"INTC", 31'0000},  {"AMD", 160'0000},
-    {"BAC", 39'0000},    {"XOM", 115'0000},  {"CVX", 155'0000},  {"PFE", 28'0000},
-    {"T", 17'0000},      {"F", 12'0000},     {"GE", 160'0000},   {"IBM", 185'0000},
-    {"ORCL", 140'0000},  {"CSCO", 48'0000},  {"NKE", 95'0000},   {"MCD", 270'0000},
-    {"BRK.B", 410'0000}, {"SPY", 540'0000},
-};
 
 std::int64_t unix_ms_now() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -51,11 +34,6 @@ class simulator final : public gateway {
 public:
     simulator(const simulator_config& config, callback_sink sink)
         : config_(config), sink_(std::move(sink)), rng_(config.seed), quote_timer_(io_) {
-        quotes_ = std::vector<std::atomic<std::int64_t>>(std::size(universe));
-        for (std::size_t i = 0; i < std::size(universe); ++i) {
-            quotes_[i].store(universe[i].start_price_ticks);
-            index_.emplace(parse_symbol(universe[i].ticker)->packed, i);
-        }
         schedule_quotes();
         thread_ = std::thread([this] { io_.run(); });
     }
@@ -66,11 +44,12 @@ public:
         net::post(io_, [this, o] { accept(o); });
     }
 
-    std::optional<money> quote(symbol s) const override {
-        const auto it = index_.find(s.packed);
-        if (it == index_.end()) return std::nullopt;
-        return money{quotes_[it->second].load(std::memory_order_relaxed)};
-    }
+    // Orders the simulator still owes a report for are in `accepted_`, and their report will
+    // come; anything else it never saw (it lives in memory: a restart forgets), so it executes
+    // it now. Re-sending is idempotent either way.
+    void reconcile(const order& o) override { submit(o); }
+
+    std::optional<money> quote(symbol s) const override { return market_.quote(s); }
 
     bool market_open(timestamp_ms) const override { return true; }  // the simulator never closes
 
@@ -92,13 +71,7 @@ private:
         quote_timer_.expires_after(std::chrono::milliseconds(config_.quote_interval_ms));
         quote_timer_.async_wait([this](const boost::system::error_code& ec) {
             if (ec) return;
-            // A step of up to +/-0.1% per interval, in integer ticks; never below one cent.
-            std::uniform_int_distribution<std::int64_t> step(-10, 10);
-            for (auto& q : quotes_) {
-                const std::int64_t p = q.load(std::memory_order_relaxed);
-                q.store(std::max<std::int64_t>(100, p + p * step(rng_) / 10'000),
-                        std::memory_order_relaxed);
-            }
+            market_.step(rng_);
             schedule_quotes();
         });
     }
@@ -183,8 +156,7 @@ private:
     net::io_context io_;
     net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(io_);
     net::steady_timer quote_timer_;
-    std::vector<std::atomic<std::int64_t>> quotes_;
-    std::unordered_map<std::uint64_t, std::size_t> index_;  // const after construction
+    market market_;
     std::unordered_set<std::uint64_t> accepted_;  // orders owed a report; simulator thread only
     std::uint64_t exec_counter_ = 0;
     std::atomic<bool> stopped_{false};
@@ -200,7 +172,7 @@ std::unique_ptr<gateway> make_simulated_exchange(const simulator_config& config,
 
 std::vector<std::string> simulated_symbols() {
     std::vector<std::string> out;
-    for (const auto& l : universe) out.emplace_back(l.ticker);
+    for (const auto& l : market_universe()) out.emplace_back(l.ticker);
     return out;
 }
 

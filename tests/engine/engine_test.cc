@@ -476,3 +476,39 @@ TEST_CASE("a trade at the exchange or closed cannot change quantity") {
     CHECK(e.run(modify_trade{"alice", *sent.trade, quantity{2}, money{100 * usd}, 500}).code ==
           errc::trade_not_modifiable);
 }
+
+TEST_CASE("trades still PLACED past their maximum age are rejected as expired") {
+    engine e;
+    e.open("alice", 10'000);
+    const auto head = e.place("alice", side::buy, 1);      // at the exchange, stuck there
+    const auto queued = e.place("alice", side::buy, 2);    // PLACED behind it
+    const timestamp_ms placed_at = e.now - 1;
+    e.now += 1000;
+    const auto young = e.run(expire_placed{placed_at - 1, 100});
+    CHECK(young.events.empty());
+    const auto d = e.run(expire_placed{placed_at + 1, 100});
+    REQUIRE(types(d) == std::vector{event_type::trade_rejected});
+    CHECK(std::get<trade_rejected>(d.events[0]).id == *queued.trade);
+    CHECK(std::get<trade_rejected>(d.events[0]).reason == errc::expired);
+    CHECK(e.s.find_open_trade(*queued.trade) == nullptr);
+    // The trade at the exchange is not expired: its outcome is the exchange's to report.
+    CHECK(e.t(*head.trade).status == trade_status::in_progress);
+    CHECK(e.c("alice").reserved_cash == e.t(*head.trade).reserved_cash);
+}
+
+TEST_CASE("the watchdog finds trades at the exchange without news, oldest first") {
+    engine e;
+    e.open("alice", 10'000);
+    e.open("bob", 10'000);
+    const auto a = e.place("alice", side::buy, 1);
+    e.now += 10;
+    const auto b = e.place("bob", side::buy, 1);
+    const auto cutoff = e.now;
+    e.now += 10;
+    e.open("carol", 10'000);
+    e.place("carol", side::buy, 1);  // too recent
+    const auto d = decide(e.s, find_stuck_trades{cutoff, 10}, e.now);
+    CHECK(d.trades == std::vector{*a.trade, *b.trade});
+    CHECK(d.events.empty());
+    CHECK(decide(e.s, find_stuck_trades{cutoff, 1}, e.now).trades == std::vector{*a.trade});
+}
