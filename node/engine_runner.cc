@@ -1,5 +1,6 @@
 #include "node/engine_runner.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <spdlog/spdlog.h>
@@ -34,18 +35,20 @@ engine_runner::~engine_runner() { stop(); }
 
 void engine_runner::start(exchange::gateway* gateway) {
     gateway_ = gateway;
-    // Trades that were at the exchange when the node stopped: ask again. The exchange answers
-    // re-sent orders idempotently, and the fill is applied once whatever it repeats.
-    std::size_t resent = 0;
+    // Trades that were at the exchange when the node stopped are reconciled by status query
+    // before anything else of their customers is sent (the next trade waits in the FIFO until
+    // this one is terminal): executed ones are settled, ones the exchange never saw are sent.
+    std::size_t reconciled = 0;
     for (const auto& [id, t] : state_.open_trades) {
         if (t.status == trade_status::in_progress) {
-            gateway_->submit(order_for(t));
-            ++resent;
+            gateway_->reconcile(order_for(t));
+            ++reconciled;
         }
     }
-    if (resent > 0) spdlog::info("re-sent {} trades that were in flight at the exchange", resent);
+    if (reconciled > 0) spdlog::info("reconciling {} trades that were at the exchange", reconciled);
     engine_thread_ = std::thread([this] { engine_loop(); });
     writer_thread_ = std::thread([this] { writer_loop(); });
+    maintenance_thread_ = std::thread([this] { maintenance_loop(); });
 }
 
 void engine_runner::stop() {
@@ -55,6 +58,8 @@ void engine_runner::stop() {
         stopping_ = true;
     }
     inbound_cv_.notify_all();
+    maintenance_cv_.notify_all();
+    if (maintenance_thread_.joinable()) maintenance_thread_.join();
     if (engine_thread_.joinable()) engine_thread_.join();
     if (writer_thread_.joinable()) writer_thread_.join();
 }
@@ -67,7 +72,42 @@ timestamp_ms engine_runner::now() {
 
 std::optional<money> engine_runner::quote(symbol s) { return gateway_->quote(s); }
 
-bool engine_runner::market_open(timestamp_ms t) { return gateway_->market_open(t); }
+bool engine_runner::market_open(timestamp_ms t) {
+    return config_.market_open ? config_.market_open(t) : gateway_->market_open(t);
+}
+
+void engine_runner::report(apply_execution x) {
+    const std::string id = format_trade_id(x.id);
+    const bool queued = submit(std::move(x), [id](api::outcome o) {
+        if (o.code != errc::ok) spdlog::warn("execution report for {} not applied: {}", id, to_string(o.code));
+    });
+    // A full queue loses nothing: the trade stays IN_PROGRESS and the watchdog asks again.
+    if (!queued) spdlog::warn("execution report for {} deferred: engine queue full", id);
+}
+
+void engine_runner::maintenance_loop() {
+    // Each round: trades IN_PROGRESS too long are reconciled with the exchange, and trades
+    // PLACED too long expire. Both are ordinary commands, so they are journaled and replayed.
+    const auto period = std::chrono::milliseconds(std::clamp<std::int64_t>(config_.watchdog_ms / 2, 50, 1000));
+    std::unique_lock lock(maintenance_mutex_);
+    for (;;) {
+        maintenance_cv_.wait_for(lock, period);
+        {
+            std::lock_guard inbound(inbound_mutex_);
+            if (stopping_) return;
+        }
+        const timestamp_ms t = now();
+        (void)submit(find_stuck_trades{t - config_.watchdog_ms, 10'000}, [this](api::outcome o) {
+            for (const auto& stuck : o.open_trades) gateway_->reconcile(order_for(stuck));
+            if (!o.open_trades.empty()) {
+                spdlog::info("watchdog: asked the exchange about {} trades", o.open_trades.size());
+            }
+        });
+        (void)submit(expire_placed{t - config_.placed_max_age_ms, 10'000}, [](api::outcome o) {
+            if (o.sequence > 0 && !o.open_trades.empty()) spdlog::info("expired {} trades", o.open_trades.size());
+        });
+    }
+}
 
 std::optional<trade> engine_runner::find_closed_trade(trade_id id) {
     auto found = store_.find_trade(id);
@@ -225,6 +265,9 @@ api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch
         for (const trade_id id : state_.find_customer(l->customer_id)->fifo) {
             out.open_trades.push_back(*state_.find_open_trade(id));
         }
+    }
+    if (std::holds_alternative<find_stuck_trades>(c)) {
+        for (const trade_id id : d.trades) out.open_trades.push_back(*state_.find_open_trade(id));
     }
     if (std::holds_alternative<::broker::find_client_order>(c) && d.code == errc::ok) {
         if (const trade* open = state_.find_open_trade(*d.trade)) out.trade_view = *open;

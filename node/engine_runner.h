@@ -35,6 +35,12 @@ struct runner_config {
     std::size_t batch_max = 4'096;     // requests decided per engine batch
     std::size_t pending_batches_max = 64;
     std::int64_t collar_bps = limits::collar_bps_default;
+    // A trade IN_PROGRESS this long without news is reconciled with the exchange.
+    std::int64_t watchdog_ms = 5'000;
+    // A trade still PLACED this long is rejected as expired.
+    std::int64_t placed_max_age_ms = 300'000;
+    // Whether the market accepts orders at a time (the market calendar); null: always.
+    std::function<bool(timestamp_ms)> market_open;
 };
 
 // Where completions run: the node posts them to its IO context.
@@ -52,6 +58,9 @@ public:
     void start(exchange::gateway* gateway);
     // Processes everything already queued, commits it, and joins the threads.
     void stop();
+
+    // An execution report the gateway learned by asking (not by callback): settled like one.
+    void report(apply_execution x);
 
     [[nodiscard]] bool submit(command c, api::completion done) override;
     [[nodiscard]] bool submit_digest(api::completion done) override;
@@ -90,6 +99,7 @@ private:
     [[nodiscard]] bool enqueue(request r);
     void engine_loop();
     void writer_loop();
+    void maintenance_loop();
     void process(request& r, timestamp_ms now, batch& b);
     api::outcome run_command(const command& c, timestamp_ms now, batch& b);
 
@@ -113,6 +123,9 @@ private:
 
     std::thread engine_thread_;
     std::thread writer_thread_;
+    std::thread maintenance_thread_;
+    std::mutex maintenance_mutex_;
+    std::condition_variable maintenance_cv_;
 };
 
 }  // namespace broker::node

@@ -2,7 +2,9 @@
 // the engine runner, the exchange gateway and the HTTP server, and runs until SIGINT/SIGTERM.
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -18,6 +20,8 @@
 #include "api/jwt.h"
 #include "api/router.h"
 #include "api/server.h"
+#include "engine/market_calendar.h"
+#include "exchange/http_gateway.h"
 #include "exchange/simulator.h"
 #include "journal/store.h"
 #include "node/demo.h"
@@ -38,6 +42,11 @@ struct options {
     int io_threads = 2;
     std::int64_t collar_bps = broker::limits::collar_bps_default;
     broker::exchange::simulator_config sim;
+    std::string callback_url;
+    std::string market_hours;  // always | nyse; empty: by exchange kind
+    std::string holidays_file;
+    std::int64_t watchdog_ms = 5'000;
+    std::int64_t placed_max_age_ms = 300'000;
     double rate_limit_per_s = 100;
     double rate_limit_burst = 200;
     broker::api::server_config server;
@@ -82,7 +91,22 @@ options parse(int argc, char** argv) {
     app.add_option("--data-dir", o.data_dir, "journal directory (created when missing)")->required();
     app.add_option("--listen", o.listen, "HTTP address, HOST:PORT")->capture_default_str();
     app.add_option("--exchange", o.exchange,
-                   "'sim' for the embedded simulated exchange")->capture_default_str();
+                   "'sim' (the embedded SIMULATED exchange) or http://HOST:PORT (a networked one)")
+        ->capture_default_str();
+    app.add_option("--callback-url", o.callback_url,
+                   "where a networked exchange sends callbacks (default: from --listen)");
+    app.add_option("--market-hours", o.market_hours,
+                   "always | nyse (default: always with the simulator, nyse otherwise)")
+        ->check(CLI::IsMember({"always", "nyse"}));
+    app.add_option("--holidays", o.holidays_file,
+                   "extra NYSE holidays and early closes, one 'YYYY-MM-DD holiday|early_close' a line")
+        ->check(CLI::ExistingFile);
+    app.add_option("--watchdog-ms", o.watchdog_ms,
+                   "reconcile trades at the exchange this long without news")
+        ->check(CLI::Range(std::int64_t{100}, std::int64_t{3'600'000}))->capture_default_str();
+    app.add_option("--placed-max-age-ms", o.placed_max_age_ms,
+                   "reject trades still waiting to be sent after this long (reason expired)")
+        ->check(CLI::Range(std::int64_t{1'000}, std::int64_t{86'400'000}))->capture_default_str();
     app.add_flag("--demo", o.demo, "open funded demo customers and print a curl line");
     app.add_option("--jwt-secret", o.jwt_secret, "HS256 secret for client tokens")
         ->envname("BROKER_JWT_SECRET");
@@ -118,7 +142,15 @@ options parse(int argc, char** argv) {
         std::exit(app.exit(e));
     }
     if (o.jwt_secret.empty()) die("a JWT secret is required (--jwt-secret or BROKER_JWT_SECRET)");
-    if (o.exchange != "sim") die("--exchange: only 'sim' (the embedded simulated exchange) is available");
+    if (o.exchange != "sim") {
+        if (!broker::exchange::parse_http_origin(o.exchange)) {
+            die(fmt::format("--exchange: '{}' is neither 'sim' nor http://HOST:PORT", o.exchange));
+        }
+        if (o.exchange_secret.empty()) {
+            die("a networked exchange needs --exchange-secret (or BROKER_EXCHANGE_SECRET)");
+        }
+    }
+    if (o.market_hours.empty()) o.market_hours = o.exchange == "sim" ? "always" : "nyse";
     if (o.exchange_secret.empty()) o.exchange_secret = random_secret();
     o.sim.secret = o.exchange_secret;
     return o;
@@ -146,31 +178,70 @@ int main(int argc, char** argv) {
                  std::chrono::duration_cast<std::chrono::milliseconds>(
                      std::chrono::steady_clock::now() - started).count());
 
+    auto calendar = std::make_shared<broker::market_calendar>(broker::market_calendar::always_open());
+    if (opt.market_hours == "nyse") {
+        std::string text;
+        if (!opt.holidays_file.empty()) {
+            std::ifstream in(opt.holidays_file);
+            text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        }
+        auto parsed = broker::market_calendar::parse_holidays(text);
+        if (!parsed) die(fmt::format("--holidays: {}", parsed.error()));
+        *calendar = std::move(*parsed);
+    }
+
     net::io_context io(opt.io_threads);
     broker::node::runner_config rc;
     rc.collar_bps = opt.collar_bps;
+    rc.watchdog_ms = opt.watchdog_ms;
+    rc.placed_max_age_ms = opt.placed_max_age_ms;
+    rc.market_open = [calendar](broker::timestamp_ms t) { return calendar->is_open(t); };
     broker::node::engine_runner runner(store, std::move(*recovered), rc,
                                        [&io](std::function<void()> fn) { net::post(io, std::move(fn)); });
     broker::api::router router(runner, broker::api::router_config{opt.jwt_secret, opt.exchange_secret,
                                                                   300, opt.rate_limit_per_s,
                                                                   opt.rate_limit_burst});
 
-    // The embedded exchange calls back through the router, exactly as a networked one would.
-    auto gateway = broker::exchange::make_simulated_exchange(
-        opt.sim, [&router](std::string body, std::string signature,
-                           std::function<void(int)> done) {
-            router.handle_exchange_callback(signature, body,
-                                            [done = std::move(done)](broker::api::http_response r) {
-                                                done(static_cast<int>(r.status));
-                                            });
-        });
+    std::unique_ptr<broker::exchange::gateway> gateway;
+    if (opt.exchange == "sim") {
+        // The embedded exchange calls back through the router, exactly as a networked one would.
+        gateway = broker::exchange::make_simulated_exchange(
+            opt.sim, [&router](std::string body, std::string signature,
+                               std::function<void(int)> done) {
+                router.handle_exchange_callback(
+                    signature, body, [done = std::move(done)](broker::api::http_response r) {
+                        done(static_cast<int>(r.status));
+                    });
+            });
+    } else {
+        const auto origin = broker::exchange::parse_http_origin(opt.exchange);
+        broker::exchange::http_gateway_config gc;
+        gc.host = origin->first;
+        gc.port = origin->second;
+        gc.callback_url = opt.callback_url.empty()
+                              ? fmt::format("http://{}:{}/v1/exchange/callbacks",
+                                            endpoint->address().is_v6()
+                                                ? "[" + endpoint->address().to_string() + "]"
+                                                : endpoint->address().to_string(),
+                                            endpoint->port())
+                              : opt.callback_url;
+        auto networked = broker::exchange::make_http_gateway(
+            gc, [&runner](broker::apply_execution x) { runner.report(std::move(x)); });
+        // Orders placed before any quote would all be unknown_symbol; wait briefly for one.
+        if (!networked->wait_for_quotes(5'000)) {
+            spdlog::warn("no quotes from {} yet; placements fail with unknown_symbol until they come",
+                         opt.exchange);
+        }
+        gateway = std::move(networked);
+    }
     runner.start(gateway.get());
 
     broker::api::server server(io, router, opt.server);
     if (auto failed = server.listen(*endpoint)) die(fmt::format("--listen {}: {}", opt.listen, *failed));
     const auto bound = server.local_endpoint();
-    spdlog::info("listening on {}:{} with the embedded simulated exchange", bound.address().to_string(),
-                 bound.port());
+    spdlog::info("listening on {}:{} with {}", bound.address().to_string(), bound.port(),
+                 opt.exchange == "sim" ? std::string("the embedded SIMULATED exchange")
+                                       : "the exchange at " + opt.exchange);
 
     std::thread stopper;
     net::signal_set signals(io, SIGINT, SIGTERM);
