@@ -274,6 +274,13 @@ result<stream_request, http_response> router::authorize_stream(const http_reques
     return out;
 }
 
+http_response router::refused() const {
+    if (svc_.storage_full()) {
+        return error(503, "storage_full", "the journal's disk is nearly full; retry later");
+    }
+    return error(503, "overloaded", "the engine queue is full; retry shortly");
+}
+
 std::optional<trade> router::trade_of(const caller& who, const outcome& o) {
     if (o.trade_view) return o.trade_view;
     if (!o.trade_ref) return std::nullopt;
@@ -287,7 +294,7 @@ void router::submit(command c, responder respond, std::function<http_response(ou
         respond(render(o));
     };
     if (!svc_.submit(std::move(c), std::move(done))) {
-        respond(error(503, "overloaded", "the engine queue is full; retry shortly"));
+        respond(refused());
     }
 }
 
@@ -559,7 +566,7 @@ void router::get_digest(responder respond) {
             200, fmt::format(R"({{"sequence":{},"digest":"{}"}})", o.sequence, o.digest), {}, 0});
     };
     if (!svc_.submit_digest(std::move(done))) {
-        respond(error(503, "overloaded", "the engine queue is full; retry shortly"));
+        respond(refused());
     }
 }
 

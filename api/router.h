@@ -95,6 +95,8 @@ private:
     // The answer for a command on one trade: the trade from the outcome, or from the store when
     // it is closed and belongs to the caller.
     [[nodiscard]] std::optional<trade> trade_of(const caller& who, const outcome& o);
+    // The 503 answer when the engine refuses a command.
+    [[nodiscard]] http_response refused() const;
     // The answer to cancel or modify: the trade, or the error, without revealing whether another
     // customer's trade exists.
     [[nodiscard]] http_response trade_answer(const caller& who, trade_id id, outcome& o);

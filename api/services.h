@@ -74,6 +74,8 @@ public:
     [[nodiscard]] virtual bool market_open(timestamp_ms now) = 0;
     [[nodiscard]] virtual std::int64_t collar_bps() const = 0;
     [[nodiscard]] virtual timestamp_ms now() = 0;
+    // Why submit refused: the journal's disk is nearly full (rather than a full queue).
+    [[nodiscard]] virtual bool storage_full() const { return false; }
 
     // The customer's closed trades, newest first, with ids below `before` (0: no bound), of
     // `sym` when given, at most `limit`. Reads the store; call from an IO thread.

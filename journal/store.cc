@@ -73,7 +73,8 @@ unexpected<store_error> corrupt(std::string what) {
 }
 
 unexpected<store_error> failed(const rocksdb::Status& s, std::string_view doing) {
-    return unexpected{store_error{fmt::format("{}: {}", doing, s.ToString()), s.IsCorruption()}};
+    return unexpected{store_error{fmt::format("{}: {}", doing, s.ToString()), s.IsCorruption(),
+                                  s.IsNoSpace()}};
 }
 
 result<chain_tip, store_error> decode_tip(std::string_view bytes) {

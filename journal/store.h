@@ -36,6 +36,7 @@ namespace broker::journal {
 struct store_error {
     std::string what;
     bool corruption = false;  // true: bytes on disk are bad; false: IO/RocksDB failure
+    bool no_space = false;    // the failure was a full disk
 };
 
 // A trade change to index: `created` marks the change that created the trade.
@@ -66,6 +67,8 @@ public:
     [[nodiscard]] const hash256& tip_hash() const;
 
     // Encodes, chains and durably writes (sync=true) everything in `w` as one WriteBatch.
+    // On failure the tip is unchanged and the store must not be written again: RocksDB keeps a
+    // failed WAL writer in an error state (the caller stops; recovery replays what is durable).
     [[nodiscard]] result<ok_t, store_error> append(const write_set& w);
 
     // Reads records from `from` (inclusive) to `until` (inclusive; 0 = to the end) in order,

@@ -88,7 +88,7 @@ void engine_runner::report(apply_execution x) {
 void engine_runner::maintenance_loop() {
     // Each round: trades IN_PROGRESS too long are reconciled with the exchange, and trades
     // PLACED too long expire. Both are ordinary commands, so they are journaled and replayed.
-    const auto period = std::chrono::milliseconds(std::clamp<std::int64_t>(config_.watchdog_ms / 2, 50, 1000));
+    const auto period = std::chrono::milliseconds(std::clamp<std::int64_t>(config_.watchdog_ms / 2, 50, 250));
     std::unique_lock lock(maintenance_mutex_);
     for (;;) {
         maintenance_cv_.wait_for(lock, period);
@@ -96,6 +96,7 @@ void engine_runner::maintenance_loop() {
             std::lock_guard inbound(inbound_mutex_);
             if (stopping_) return;
         }
+        watch_disk();
         const timestamp_ms t = now();
         (void)submit(find_stuck_trades{t - config_.watchdog_ms, 10'000}, [this](api::outcome o) {
             for (const auto& stuck : o.open_trades) gateway_->reconcile(order_for(stuck));
@@ -169,8 +170,11 @@ bool engine_runner::enqueue(request r) {
     {
         std::lock_guard lock(inbound_mutex_);
         // A bounded queue: past the bound the client is told to back off (503) instead of
-        // growing memory while the engine catches up.
-        if (stopping_ || inbound_.size() >= config_.inbound_max) return false;
+        // growing memory while the engine catches up. With the disk full nothing new is taken.
+        if (stopping_ || storage_full_.load(std::memory_order_relaxed) ||
+            inbound_.size() >= config_.inbound_max) {
+            return false;
+        }
         inbound_.push_back(std::move(r));
     }
     inbound_cv_.notify_one();
@@ -290,6 +294,32 @@ api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch
     return out;
 }
 
+void engine_runner::commit(const journal::write_set& all) {
+    watch_disk();
+    if (auto written = store_.append(all); !written) {
+        // An IO error, a failed fsync, or a disk that filled past the watermark: state has moved
+        // past the disk and nothing of it was seen outside. Stopping is the only safe answer
+        // (a failed fsync must never be retried as if it had worked); recovery replays what is
+        // durable.
+        spdlog::critical("journal write failed{}, stopping: {}",
+                         written.error().no_space ? " (disk full)" : "", written.error().what);
+        spdlog::shutdown();
+        std::abort();
+    }
+}
+
+void engine_runner::watch_disk() {
+    if (!config_.free_disk_bytes) return;
+    const std::uint64_t free = config_.free_disk_bytes();
+    const bool low = free < config_.min_free_disk_bytes;
+    if (low && !storage_full_.exchange(true)) {
+        spdlog::error("disk nearly full ({} MiB free, {} MiB required): refusing new requests with 503",
+                      free >> 20, config_.min_free_disk_bytes >> 20);
+    } else if (!low && storage_full_.exchange(false)) {
+        spdlog::info("disk space is back ({} MiB free): accepting requests", free >> 20);
+    }
+}
+
 void engine_runner::writer_loop() {
     std::deque<batch> taken;
     for (;;) {
@@ -307,15 +337,7 @@ void engine_runner::writer_loop() {
             for (auto& tr : b.writes.closed_trades) all.closed_trades.push_back(std::move(tr));
             for (auto& ch : b.writes.changes) all.changes.push_back(std::move(ch));
         }
-        if (!all.events.empty() || !all.changes.empty()) {
-            if (auto written = store_.append(all); !written) {
-                // State has moved past the disk, and nothing of it was seen outside. Stopping
-                // here is the only safe answer; recovery replays what is durable.
-                spdlog::critical("journal write failed, stopping: {}", written.error().what);
-                spdlog::shutdown();
-                std::abort();
-            }
-        }
+        if (!all.events.empty() || !all.changes.empty()) commit(all);
         for (auto& b : taken) {
             for (auto& r : b.replies) {
                 post_to_io_([done = std::move(r.done), result = std::move(r.result)]() mutable {

@@ -13,6 +13,7 @@
 // state has moved past what is on disk and nothing of it has been seen outside.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -41,6 +42,10 @@ struct runner_config {
     std::int64_t placed_max_age_ms = 300'000;
     // Whether the market accepts orders at a time (the market calendar); null: always.
     std::function<bool(timestamp_ms)> market_open;
+    // Free bytes on the journal's disk; null: not watched. Below min_free_disk_bytes new
+    // requests are refused (503) so that the journal never meets a full disk mid-write.
+    std::function<std::uint64_t()> free_disk_bytes;
+    std::uint64_t min_free_disk_bytes = 256ull << 20;
 };
 
 // Where completions run: the node posts them to its IO context.
@@ -69,6 +74,7 @@ public:
     [[nodiscard]] bool market_open(timestamp_ms now) override;
     [[nodiscard]] std::int64_t collar_bps() const override { return config_.collar_bps; }
     [[nodiscard]] timestamp_ms now() override;
+    [[nodiscard]] bool storage_full() const override { return storage_full_.load(); }
     [[nodiscard]] std::vector<trade> closed_trades(const std::string& customer_id, trade_id before,
                                                    std::optional<symbol> sym,
                                                    std::size_t limit) override;
@@ -100,6 +106,7 @@ private:
     void engine_loop();
     void writer_loop();
     void maintenance_loop();
+    void commit(const journal::write_set& all);
     void process(request& r, timestamp_ms now, batch& b);
     api::outcome run_command(const command& c, timestamp_ms now, batch& b);
 
@@ -120,6 +127,9 @@ private:
     std::condition_variable batches_room_cv_;  // engine waits for room
     std::deque<batch> batches_;
     bool engine_done_ = false;
+    // Set while free disk space is under the watermark: new requests are refused (503).
+    std::atomic<bool> storage_full_{false};
+    void watch_disk();
 
     std::thread engine_thread_;
     std::thread writer_thread_;

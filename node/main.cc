@@ -1,6 +1,9 @@
 // brokerd: the composition root. Parses the command line, opens and recovers the journal, wires
 // the engine runner, the exchange gateway and the HTTP server, and runs until SIGINT/SIGTERM.
+#include <sys/statvfs.h>
+
 #include <csignal>
+#include <limits>
 #include <cstdlib>
 #include <fstream>
 #include <future>
@@ -47,6 +50,7 @@ struct options {
     std::string holidays_file;
     std::int64_t watchdog_ms = 5'000;
     std::int64_t placed_max_age_ms = 300'000;
+    std::int64_t min_free_disk_mb = 256;
     double rate_limit_per_s = 100;
     double rate_limit_burst = 200;
     broker::api::server_config server;
@@ -117,6 +121,9 @@ options parse(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--collar-bps", o.collar_bps, "price collar on market buys, basis points")
         ->check(CLI::Range(std::int64_t{0}, broker::limits::collar_bps_max))->capture_default_str();
+    app.add_option("--min-free-disk-mb", o.min_free_disk_mb,
+                   "refuse new requests (503) while the journal's disk has less free space")
+        ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30))->capture_default_str();
     app.add_option("--rate-limit-per-s", o.rate_limit_per_s,
                    "requests per second per customer (token bucket); 0 disables")
         ->check(CLI::Range(0.0, 1e9))->capture_default_str();
@@ -196,6 +203,12 @@ int main(int argc, char** argv) {
     rc.watchdog_ms = opt.watchdog_ms;
     rc.placed_max_age_ms = opt.placed_max_age_ms;
     rc.market_open = [calendar](broker::timestamp_ms t) { return calendar->is_open(t); };
+    rc.min_free_disk_bytes = static_cast<std::uint64_t>(opt.min_free_disk_mb) << 20;
+    rc.free_disk_bytes = [dir = opt.data_dir]() -> std::uint64_t {
+        struct statvfs fs {};
+        if (statvfs(dir.c_str(), &fs) != 0) return std::numeric_limits<std::uint64_t>::max();
+        return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+    };
     broker::node::engine_runner runner(store, std::move(*recovered), rc,
                                        [&io](std::function<void()> fn) { net::post(io, std::move(fn)); });
     broker::api::router router(runner, broker::api::router_config{opt.jwt_secret, opt.exchange_secret,
