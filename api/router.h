@@ -9,6 +9,7 @@
 // exactly once per request.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -34,6 +35,7 @@ struct http_response {
     std::string body;
     std::string allow;             // the Allow header, for 405 answers
     std::int64_t retry_after_s = 0;  // the Retry-After header when > 0 (429, 503)
+    std::string_view content_type = "application/json";
 };
 
 using responder = std::function<void(http_response)>;
@@ -101,6 +103,19 @@ private:
     // customer's trade exists.
     [[nodiscard]] http_response trade_answer(const caller& who, trade_id id, outcome& o);
 
+    // Counters for GET /metrics (Prometheus text format).
+    struct counters {
+        std::atomic<std::uint64_t> responses[6]{};  // by status class: 1xx..5xx
+        std::atomic<std::uint64_t> callbacks_applied{0};
+        std::atomic<std::uint64_t> callbacks_duplicate{0};
+        std::atomic<std::uint64_t> callbacks_refused{0};  // bad or missing signature, stale
+        std::atomic<std::uint64_t> callbacks_invalid{0};  // signed but malformed or not applicable
+        std::atomic<std::uint64_t> rate_limited{0};
+    };
+    [[nodiscard]] std::string metrics_text();
+
+    const std::uint64_t id_;  // unique per router in the process: keys its token cache
+    counters counters_;
     services& svc_;
     router_config config_;
     rate_limiter limiter_;

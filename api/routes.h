@@ -10,6 +10,7 @@ namespace broker::api {
 enum class route_id : std::uint8_t {
     healthz,
     readyz,
+    metrics,
     place_trade,
     list_trades,
     get_trade,
@@ -36,6 +37,7 @@ struct route_spec {
 inline constexpr route_spec routes[] = {
     {route_id::healthz, "GET", "/healthz", access::open},
     {route_id::readyz, "GET", "/readyz", access::open},
+    {route_id::metrics, "GET", "/metrics", access::open},
     {route_id::place_trade, "POST", "/v1/trades", access::customer},
     {route_id::list_trades, "GET", "/v1/trades", access::customer},
     {route_id::trade_by_client_order_id, "GET", "/v1/trades:by_client_order_id", access::customer},

@@ -122,7 +122,8 @@ private:
         response_.version(11);
         response_.result(r.status);
         response_.set(http::field::server, "brokerd");
-        response_.set(http::field::content_type, "application/json");
+        response_.set(http::field::content_type,
+                      beast::string_view(r.content_type.data(), r.content_type.size()));
         response_.set(http::field::cache_control, "no-store");
         if (!r.allow.empty()) response_.set(http::field::allow, r.allow);
         if (r.status == 401) response_.set(http::field::www_authenticate, "Bearer");

@@ -76,6 +76,8 @@ public:
     [[nodiscard]] virtual timestamp_ms now() = 0;
     // Why submit refused: the journal's disk is nearly full (rather than a full queue).
     [[nodiscard]] virtual bool storage_full() const { return false; }
+    // The node's own metrics in Prometheus text format (appended to the API's).
+    [[nodiscard]] virtual std::string metrics_text() { return {}; }
 
     // The customer's closed trades, newest first, with ids below `before` (0: no bound), of
     // `sym` when given, at most `limit`. Reads the store; call from an IO thread.

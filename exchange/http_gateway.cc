@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>  // std::exchange, which Boost 1.74's awaitable.hpp uses without including
 
 #include <boost/asio/co_spawn.hpp>
@@ -20,10 +21,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
-#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
-#include "engine/time.h"
+#include "exchange/protocol.h"
 
 namespace broker::exchange {
 
@@ -74,35 +74,6 @@ std::string order_json(const order& o, const std::string& callback_url) {
         R"({{"order_id":"{}","symbol":"{}","side":"{}","quantity":{}{},"callback_url":"{}"}})",
         format_trade_id(o.id), to_string(o.sym), to_string(o.order_side), o.qty.shares, limit,
         callback_url);
-}
-
-// An order status as GET /v1/orders/{id} reports it; nullopt while it is still working.
-std::optional<apply_execution> parse_status(const order& o, const std::string& body) {
-    thread_local simdjson::dom::parser parser;
-    simdjson::dom::element doc;
-    if (parser.parse(simdjson::padded_string(body)).get(doc)) return std::nullopt;
-    std::string_view status, exec_id, executed_at;
-    if (doc["status"].get(status) || (status != "FILLED" && status != "REJECTED")) return std::nullopt;
-    apply_execution x;
-    x.id = o.id;
-    x.filled = status == "FILLED";
-    x.qty = o.qty;
-    std::int64_t qty = 0;
-    if (!doc["quantity"].get(qty)) x.qty = quantity{qty};
-    if (!doc["exec_id"].get(exec_id)) x.exec_id = std::string(exec_id.substr(0, limits::exec_id_max));
-    if (!doc["executed_at"].get(executed_at)) x.executed_at = parse_rfc3339_ms(executed_at).value_or(0);
-    if (x.filled) {
-        std::string_view price;
-        if (doc["fill_price"].get(price)) return std::nullopt;
-        const auto p = parse_money(price, money{limits::price_max_ticks});
-        if (!p) return std::nullopt;
-        x.fill_price = *p;
-    } else {
-        std::string_view reason;
-        const auto code = doc["reason"].get(reason) ? std::nullopt : parse_errc(reason);
-        x.reason = code && static_cast<int>(*code) >= 5000 ? *code : errc::exchange_rejected;
-    }
-    return x;
 }
 
 class http_gateway final : public http_gateway_handle {
@@ -159,6 +130,9 @@ private:
 
     void enqueue(job j) {
         net::post(io_, [this, j = std::move(j)]() mutable {
+            // One status query per trade at a time: the watchdog asks every round while a
+            // trade is stuck, and during an outage those asks would otherwise pile up.
+            if (j.what == job::kind::reconcile && !reconciling_.insert(j.o.id.value).second) return;
             if (queue_.size() >= config_.queue_max) {
                 // Cannot happen while trades at the exchange are bounded (one per customer);
                 // dropping is safe anyway: the watchdog reconciles the trade later.
@@ -299,16 +273,18 @@ private:
         bump(&gateway_stats::queries);
         const auto r = co_await request(conn, http::verb::get,
                                         "/v1/orders/" + format_trade_id(j.o.id), "");
+        reconciling_.erase(j.o.id.value);
         if (r.status == 404) {
             record(true);
             bump(&gateway_stats::resent_unknown);
             co_await send(job{job::kind::submit, j.o, 0}, conn);
         } else if (r.status == 200) {
             record(true);
-            if (auto report = parse_status(j.o, r.body)) reports_(std::move(*report));
+            if (auto report = parse_order_status(j.o, r.body)) reports_(std::move(*report));
         } else {
+            // No answer: not retried here; the watchdog asks again on its next round while the
+            // trade is still stuck, so nothing accumulates during an outage.
             record(false);
-            retry_later(std::move(j));
         }
     }
 
@@ -341,18 +317,10 @@ private:
     }
 
     void update_quotes(const std::string& body) {
-        simdjson::dom::parser parser;
-        simdjson::dom::element doc;
-        simdjson::dom::array quotes;
-        if (parser.parse(simdjson::padded_string(body)).get(doc) || doc["quotes"].get(quotes)) return;
+        const auto quotes = parse_quotes(body);
+        if (!quotes) return;
         auto table = std::make_shared<quote_table>();
-        for (auto q : quotes) {
-            std::string_view sym_text, price_text;
-            if (q["symbol"].get(sym_text) || q["price"].get(price_text)) continue;
-            const auto sym = parse_symbol(sym_text);
-            const auto price = parse_money(price_text, money{limits::price_max_ticks});
-            if (sym && price && price->ticks > 0) table->emplace(sym->packed, price->ticks);
-        }
+        for (const auto& [sym, price] : *quotes) table->emplace(sym.packed, price.ticks);
         {
             std::lock_guard lock(quotes_mutex_);
             quotes_ = std::move(table);
@@ -367,6 +335,7 @@ private:
     tcp::endpoint endpoint_;
     // Gateway thread only:
     std::deque<job> queue_;
+    std::unordered_set<std::uint64_t> reconciling_;  // trades with a status query queued or out
     std::vector<net::steady_timer*> idle_;
     int failures_ = 0;
     bool probing_ = false;

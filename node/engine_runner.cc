@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "engine/assert.h"
@@ -74,6 +75,27 @@ std::optional<money> engine_runner::quote(symbol s) { return gateway_->quote(s);
 
 bool engine_runner::market_open(timestamp_ms t) {
     return config_.market_open ? config_.market_open(t) : gateway_->market_open(t);
+}
+
+std::string engine_runner::metrics_text() {
+    std::size_t queued = 0;
+    {
+        std::lock_guard lock(inbound_mutex_);
+        queued = inbound_.size();
+    }
+    return fmt::format(
+        "# HELP broker_journal_sequence Sequence of the last durable journal record.\n"
+        "# TYPE broker_journal_sequence gauge\nbroker_journal_sequence {}\n"
+        "# HELP broker_journal_commits_total Group commits (synced WriteBatches).\n"
+        "# TYPE broker_journal_commits_total counter\nbroker_journal_commits_total {}\n"
+        "# HELP broker_engine_queue_depth Requests waiting for the engine thread.\n"
+        "# TYPE broker_engine_queue_depth gauge\nbroker_engine_queue_depth {}\n"
+        "# HELP broker_storage_full 1 while new requests are refused for lack of disk space.\n"
+        "# TYPE broker_storage_full gauge\nbroker_storage_full {}\n"
+        "# HELP broker_stream_subscribers Live WebSocket streams.\n"
+        "# TYPE broker_stream_subscribers gauge\nbroker_stream_subscribers {}\n",
+        committed_sequence_.load(std::memory_order_relaxed), commits_.load(std::memory_order_relaxed),
+        queued, storage_full_.load() ? 1 : 0, hub_.subscribers());
 }
 
 void engine_runner::report(apply_execution x) {
@@ -296,7 +318,12 @@ api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch
 
 void engine_runner::commit(const journal::write_set& all) {
     watch_disk();
-    if (auto written = store_.append(all); !written) {
+    auto written = store_.append(all);
+    if (written) {
+        committed_sequence_.store(store_.last_sequence(), std::memory_order_relaxed);
+        commits_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (!written) {
         // An IO error, a failed fsync, or a disk that filled past the watermark: state has moved
         // past the disk and nothing of it was seen outside. Stopping is the only safe answer
         // (a failed fsync must never be retried as if it had worked); recovery replays what is
@@ -338,13 +365,17 @@ void engine_runner::writer_loop() {
             for (auto& ch : b.writes.changes) all.changes.push_back(std::move(ch));
         }
         if (!all.events.empty() || !all.changes.empty()) commit(all);
+        // One hand-off to the IO threads per group commit, not one per reply: the replies of a
+        // group are rendered together, and each answer then goes to its connection's strand.
+        auto replies = std::make_shared<std::vector<reply>>();
         for (auto& b : taken) {
-            for (auto& r : b.replies) {
-                post_to_io_([done = std::move(r.done), result = std::move(r.result)]() mutable {
-                    done(std::move(result));
-                });
-            }
+            for (auto& r : b.replies) replies->push_back(std::move(r));
             for (const auto& o : b.orders) gateway_->submit(o);
+        }
+        if (!replies->empty()) {
+            post_to_io_([replies] {
+                for (auto& r : *replies) r.done(std::move(r.result));
+            });
         }
         // Durable now: streams may see these changes, in per-customer sequence order.
         for (const auto& ch : all.changes) {

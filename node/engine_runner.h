@@ -75,6 +75,7 @@ public:
     [[nodiscard]] std::int64_t collar_bps() const override { return config_.collar_bps; }
     [[nodiscard]] timestamp_ms now() override;
     [[nodiscard]] bool storage_full() const override { return storage_full_.load(); }
+    [[nodiscard]] std::string metrics_text() override;
     [[nodiscard]] std::vector<trade> closed_trades(const std::string& customer_id, trade_id before,
                                                    std::optional<symbol> sym,
                                                    std::size_t limit) override;
@@ -129,6 +130,8 @@ private:
     bool engine_done_ = false;
     // Set while free disk space is under the watermark: new requests are refused (503).
     std::atomic<bool> storage_full_{false};
+    std::atomic<std::uint64_t> committed_sequence_{0};  // for metrics; the writer sets it
+    std::atomic<std::uint64_t> commits_{0};
     void watch_disk();
 
     std::thread engine_thread_;

@@ -248,6 +248,14 @@ TEST_CASE("exchange callbacks are applied once when signed and refused when not"
 
     const auto got = f.call("GET", "/v1/trades/0000000000000001", f.token("alice"));
     CHECK(f.field_of(got, "status") == "FILLED");
+
+    // Refusals are counted, not only logged: an operator can alert on forged callbacks.
+    const auto metrics = f.call("GET", "/metrics", "");
+    CHECK(metrics.status == 200);
+    CHECK(metrics.content_type.starts_with("text/plain"));
+    CHECK(metrics.body.find("broker_exchange_callbacks_refused_total 3\n") != std::string::npos);
+    CHECK(metrics.body.find("broker_exchange_callbacks_applied_total 1\n") != std::string::npos);
+    CHECK(metrics.body.find("broker_exchange_callbacks_duplicate_total 1\n") != std::string::npos);
     CHECK(f.field_of(got, "filled_price") == "101.2500");
     CHECK(f.field_of(got, "filled_at") == "2027-01-15T08:00:00.000Z");
 }
