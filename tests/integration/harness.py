@@ -75,7 +75,8 @@ def bin_dir():
 def binary(name):
     rel = {"brokerd": ("node", "brokerd"),
            "brokerctl": ("tools", "brokerctl"),
-           "broker-replay": ("replay", "broker-replay")}[name]
+           "broker-replay": ("replay", "broker-replay"),
+           "exchange-sim": ("exchange", "exchange-sim")}[name]
     return os.path.join(bin_dir(), *rel)
 
 
@@ -457,3 +458,127 @@ class WorkDir:
             sys.stderr.write("[harness] kept work dir %s\n" % self.path)
             return
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+# --- exchange-sim ----------------------------------------------------------------------------------
+
+class ExchangeSim:
+    """One exchange-sim process (the simulated networked exchange) on a data dir; stderr goes to a
+    file in the work dir. Started on a given port (or any free one) and considered ready once it
+    prints "exchange-sim listening on HOST:PORT"; killed with -9 and restarted on the same port
+    and data dir, so that brokerd's --exchange URL stays valid."""
+
+    LISTENING = re.compile(r"exchange-sim listening on 127\.0\.0\.1:(\d+)")
+
+    def __init__(self, workdir, name="exchange", secret="integration-exchange-secret", args=(),
+                 listen_timeout=15.0):
+        self.workdir = workdir
+        self.name = name
+        self.secret = secret
+        self.data_dir = os.path.join(workdir, name + "-data")
+        self.stderr_path = os.path.join(workdir, name + ".stderr.log")
+        self.args = list(args)
+        self.listen_timeout = listen_timeout
+        self.port = None
+        self.proc = None
+        self.generation = 0
+        self.started_wall = None       # time.time() when the current process was spawned
+        self.started_monotonic = None  # time.monotonic() likewise (outage windows count from it)
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (HOST, self.port)
+
+    def start(self, port=None, attempts=20):
+        """Starts exchange-sim and waits for its 'listening' line; returns the port.
+
+        With a port (a restart on the same port) a start that exits at once, e.g. because the port
+        is still held, is retried up to `attempts` times, 0.25 s apart; without one, the OS picks
+        a free port."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("exchange-sim already running")
+        want = self.port if port is None and self.port is not None else port
+        last = None
+        for _ in range(max(1, attempts)):
+            ok, why = self._start_once(want or 0)
+            if ok:
+                return self.port
+            last = why
+            if why != "exited" or not want:
+                break
+            time.sleep(0.25)
+        raise AssertionError("exchange-sim did not start (%s)\n%s" % (last, self.log_tail()))
+
+    def _start_once(self, port):
+        self.generation += 1
+        cmd = [binary("exchange-sim"), "--listen", "%s:%d" % (HOST, port), "--secret", self.secret,
+               "--data-dir", self.data_dir] + self.args
+        with open(self.stderr_path, "ab") as err:
+            err.write(("\n=== [test harness] %s start #%d: %s ===\n"
+                       % (time.strftime("%H:%M:%S"), self.generation, " ".join(cmd))).encode())
+            err.flush()
+            offset = err.tell()
+            self.started_wall = time.time()
+            self.started_monotonic = time.monotonic()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err, start_new_session=True)
+        deadline = time.monotonic() + self.listen_timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(self.stderr_path, "rb") as f:
+                    f.seek(offset)
+                    m = self.LISTENING.search(f.read().decode("utf-8", errors="replace"))
+            except OSError:
+                m = None
+            if m:
+                self.port = int(m.group(1))
+                return True, None
+            if self.proc.poll() is not None:
+                return False, "exited"
+            time.sleep(0.02)
+        self.kill9()
+        return False, "no 'listening' line within %.0f s" % self.listen_timeout
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def request(self, method, path, body=None, **kw):
+        if self.port is None:
+            raise HttpError("exchange-sim not started")
+        return http_request(self.port, method, path, body=body,
+                            generation=("exchange-sim", self.name, self.generation), **kw)
+
+    def stop(self, timeout=15.0):
+        """SIGTERM and wait; returns the exit code. Kills -9 and raises if it does not exit."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+                raise AssertionError("exchange-sim did not exit within %.0f s of SIGTERM\n%s"
+                                     % (timeout, self.log_tail()))
+        return self.proc.returncode
+
+    def kill9(self):
+        """SIGKILL this exchange-sim (by its pid only) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def log_tail(self, lines=40):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                data = f.read().decode("utf-8", errors="replace").splitlines()
+        except OSError:
+            return "----- %s stderr: none -----" % self.name
+        return "\n".join(["----- %s (exchange-sim) stderr (last %d lines) -----" % (self.name, lines)]
+                         + data[-lines:])
