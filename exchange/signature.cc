@@ -1,16 +1,18 @@
 // Exchange callback signatures: see signature.h for the grammar.
 //
-// HMAC and the constant-time comparison are OpenSSL's; parsing is a strict hand-written scanner of
+// HMAC (EVP_MAC) and the constant-time comparison are OpenSSL's; parsing is a strict hand-written scanner of
 // the small grammar in the header, bounded by signature_header_max.
 #include "exchange/signature.h"
 
 #include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 
 #include <array>
 #include <climits>
+#include <memory>
 #include <optional>
 
 #include "engine/assert.h"
@@ -24,25 +26,75 @@ constexpr std::size_t seconds_digits_max = 12;
 constexpr std::int64_t seconds_bound = 1'000'000'000'000;  // 10^12
 constexpr std::size_t mac_hex_size = 64;
 
+// HMAC-SHA256 keyed once per thread: OpenSSL 3 looks the algorithm up by name on every
+// one-shot HMAC() call and redoes the key schedule, which cost more than hashing a callback body.
+// A thread keeps the fetched algorithm and a context already keyed with the last secret it used,
+// and copies that context for each MAC.
+class keyed_hmac {
+public:
+    keyed_hmac() = default;
+    keyed_hmac(const keyed_hmac&) = delete;
+    keyed_hmac& operator=(const keyed_hmac&) = delete;
+    ~keyed_hmac() {
+        EVP_MAC_CTX_free(keyed_);
+        EVP_MAC_free(mac_);
+    }
+
+    // The context for `secret`, keyed; null only if OpenSSL fails.
+    [[nodiscard]] EVP_MAC_CTX* for_secret(std::string_view secret) {
+        if (keyed_ != nullptr && secret == secret_) return keyed_;
+        if (mac_ == nullptr) mac_ = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+        if (mac_ == nullptr) return nullptr;
+        EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac_);
+        if (ctx == nullptr) return nullptr;
+        char digest[] = "SHA256";
+        const OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+            OSSL_PARAM_construct_end()};
+        if (EVP_MAC_init(ctx, reinterpret_cast<const unsigned char*>(secret.data()),
+                         secret.size(), params) != 1) {
+            EVP_MAC_CTX_free(ctx);
+            return nullptr;
+        }
+        EVP_MAC_CTX_free(keyed_);
+        keyed_ = ctx;
+        secret_.assign(secret);
+        return keyed_;
+    }
+
+private:
+    EVP_MAC* mac_ = nullptr;
+    EVP_MAC_CTX* keyed_ = nullptr;
+    std::string secret_;
+};
+
 // Lowercase hex of HMAC-SHA256(secret, t "." body); nullopt only for an empty or absurdly long
 // secret, or if OpenSSL itself fails, so that callers can fail closed.
 [[nodiscard]] std::optional<std::string> mac_hex(std::string_view secret, std::string_view t_text,
                                                  std::string_view body) {
     if (secret.empty() || secret.size() > static_cast<std::size_t>(INT_MAX)) return std::nullopt;
-    std::string message;
-    message.reserve(t_text.size() + 1 + body.size());
-    message.append(t_text).append(1, '.').append(body);
+    thread_local keyed_hmac cache;
+    EVP_MAC_CTX* keyed = cache.for_secret(secret);
+    if (keyed == nullptr) return std::nullopt;
+    std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(EVP_MAC_CTX_dup(keyed),
+                                                                  &EVP_MAC_CTX_free);
+    if (!ctx) return std::nullopt;
+    const auto feed = [&](std::string_view part) {
+        return EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(part.data()),
+                              part.size()) == 1;
+    };
     std::array<unsigned char, 32> mac{};
-    unsigned int mac_len = 0;
-    if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-             reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac.data(),
-             &mac_len) == nullptr ||
-        mac_len != mac.size()) {
+    std::size_t mac_len = 0;
+    if (!feed(t_text) || !feed(".") || !feed(body) ||
+        EVP_MAC_final(ctx.get(), mac.data(), &mac_len, mac.size()) != 1 || mac_len != mac.size()) {
         return std::nullopt;
     }
-    std::string hex;
-    hex.reserve(mac_hex_size);
-    for (const unsigned char byte : mac) hex += fmt::format("{:02x}", byte);
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string hex(mac_hex_size, '\0');
+    for (std::size_t i = 0; i < mac.size(); ++i) {
+        hex[2 * i] = digits[mac[i] >> 4];
+        hex[2 * i + 1] = digits[mac[i] & 0x0f];
+    }
     return hex;
 }
 

@@ -167,9 +167,11 @@ class writer {
 
   private:
     void put_be(std::uint64_t v, int bytes) {
-        for (int shift = (bytes - 1) * 8; shift >= 0; shift -= 8) {
-            out_.push_back(static_cast<char>((v >> shift) & 0xff));
+        char buf[8];
+        for (int i = 0; i < bytes; ++i) {
+            buf[i] = static_cast<char>((v >> ((bytes - 1 - i) * 8)) & 0xff);
         }
+        out_.append(buf, static_cast<std::size_t>(bytes));
     }
 
     std::string& out_;
@@ -503,15 +505,21 @@ result<decoded_record, corruption> decode_record(std::uint64_t expected_sequence
 }
 
 hash256 chain_hash(const hash256& prev, std::string_view record_bytes) {
+    // The algorithm is fetched once and the context kept per thread: OpenSSL 3 otherwise looks
+    // SHA-256 up by name and allocates a context for every record.
+    static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    struct ctx_holder {
+        EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+        ~ctx_holder() { EVP_MD_CTX_free(ctx); }
+    };
+    thread_local ctx_holder holder;
+    BROKER_ASSERT(sha256 != nullptr && holder.ctx != nullptr);
     hash256 out{};
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    BROKER_ASSERT(ctx != nullptr);
     unsigned int len = 0;
-    const bool ok = EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1 &&
-                    EVP_DigestUpdate(ctx, prev.data(), prev.size()) == 1 &&
-                    EVP_DigestUpdate(ctx, record_bytes.data(), record_bytes.size()) == 1 &&
-                    EVP_DigestFinal_ex(ctx, out.data(), &len) == 1;
-    EVP_MD_CTX_free(ctx);
+    const bool ok = EVP_DigestInit_ex2(holder.ctx, sha256, nullptr) == 1 &&
+                    EVP_DigestUpdate(holder.ctx, prev.data(), prev.size()) == 1 &&
+                    EVP_DigestUpdate(holder.ctx, record_bytes.data(), record_bytes.size()) == 1 &&
+                    EVP_DigestFinal_ex(holder.ctx, out.data(), &len) == 1;
     // SHA-256 in memory fails only if OpenSSL itself is broken; a wrong hash would be journaled.
     BROKER_ASSERT(ok && len == out.size());
     return out;

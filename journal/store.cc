@@ -4,10 +4,12 @@
 #include <openssl/evp.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string_view>
 #include <utility>
 
@@ -101,11 +103,38 @@ rocksdb::DBOptions db_options(bool read_only) {
     return o;
 }
 
-rocksdb::ColumnFamilyOptions cf_options() {
+// The per-customer index keys are `customer_id 0x00 suffix`; their prefix is the customer part.
+class customer_prefix final : public rocksdb::SliceTransform {
+public:
+    [[nodiscard]] const char* Name() const override { return "broker.customer_prefix"; }
+    [[nodiscard]] rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+        const auto* end = static_cast<const char*>(std::memchr(key.data(), '\0', key.size()));
+        return {key.data(), static_cast<std::size_t>(end - key.data()) + 1};
+    }
+    [[nodiscard]] bool InDomain(const rocksdb::Slice& key) const override {
+        return std::memchr(key.data(), '\0', key.size()) != nullptr;
+    }
+};
+
+enum class key_order {
+    sequential,    // keys only ever grow (record sequences, time-ordered trade ids)
+    per_customer,  // keys grow within each customer's prefix
+    any,
+};
+
+rocksdb::ColumnFamilyOptions cf_options(key_order order = key_order::any) {
     rocksdb::ColumnFamilyOptions o;
     // The journal is append-only and read mostly at start-up; small memtables keep memory flat.
     o.write_buffer_size = 16 << 20;
     o.max_write_buffer_number = 3;
+    // Where keys grow within a prefix, a memtable insert hint per prefix lets each insert start
+    // where that prefix's last one ended instead of searching the skip list from the top (most
+    // of the writer's CPU went there). The hints live in the memtable and go with it at flush,
+    // so their memory is bounded by the memtable's entries. A sequential family needs no hint:
+    // the skip list already keeps one for in-order inserts.
+    if (order == key_order::per_customer) {
+        o.memtable_insert_with_hint_prefix_extractor = std::make_shared<customer_prefix>();
+    }
     return o;
 }
 
@@ -205,14 +234,16 @@ store::~store() = default;
 
 result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, bool read_only) {
     const auto cfo = cf_options();
+    const auto sequential = cf_options(key_order::sequential);
+    const auto per_customer = cf_options(key_order::per_customer);
     const std::vector<rocksdb::ColumnFamilyDescriptor> families{
         {rocksdb::kDefaultColumnFamilyName, cfo},
-        {"journal", cfo},
-        {"trades", cfo},
+        {"journal", sequential},
+        {"trades", sequential},
         {"meta", cfo},
-        {"closed_by_customer", cfo},
+        {"closed_by_customer", per_customer},
         {"client_orders", cfo},
-        {"updates", cfo},
+        {"updates", per_customer},
     };
     auto p = std::make_unique<impl>();
     rocksdb::DB* raw = nullptr;
