@@ -1,9 +1,12 @@
 // The exchange gateway: the one interface through which the node talks to an exchange.
 //
 // Two implementations: the embedded simulator (simulator.h, in process, the default) and the
-// networked exchange client speaking the HTTP protocol of DESIGN.md. Execution reports come back
-// through a `callback_sink`: the same signed-JSON path whether the exchange is embedded or
-// networked, so the node verifies and settles both the same way.
+// networked exchange client speaking the HTTP protocol of DESIGN.md. A networked exchange reports
+// executions by signed HTTP callbacks (verified by the API, see signature.h) and by answering
+// status queries (an `execution_sink`). The embedded simulator lives in the broker's own process,
+// where there is nobody to authenticate and no wire to cross: it hands typed reports to a
+// `report_sink`, with the same at-least-once, possibly duplicated delivery, and the engine
+// settles all of them through the same apply_execution command.
 //
 // Thread-safety: every member may be called from any thread.
 #pragma once
@@ -26,10 +29,16 @@ struct order {
     money limit_price;  // 0: no limit (SELL)
 };
 
-// Hands one callback to the broker: the JSON body and its X-Exchange-Signature header. `done` is
-// called with the HTTP status the broker answered; anything but 2xx means "deliver it again".
-using callback_sink = std::function<void(std::string body, std::string signature,
-                                         std::function<void(int status)> done)>;
+// What the broker did with a report handed over in process.
+enum class report_taken {
+    settled,  // applied durably, or recognized as a repeat: stop delivering it
+    unknown,  // the broker has no such trade: it can never be taken
+    retry,    // not taken now (busy, disk full, refused): deliver it again later
+};
+
+// Hands one execution report to the broker in process; `done` is called once with the outcome.
+using report_sink = std::function<void(apply_execution report,
+                                       std::function<void(report_taken)> done)>;
 
 // Receives execution reports the gateway learned without a callback: from a status query, or
 // from the exchange refusing an order outright. The node turns them into apply_execution

@@ -12,11 +12,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <fmt/format.h>
 
 #include "engine/time.h"
 #include "exchange/market.h"
-#include "exchange/signature.h"
 
 namespace broker::exchange {
 
@@ -32,7 +30,7 @@ std::int64_t unix_ms_now() {
 
 class simulator final : public gateway {
 public:
-    simulator(const simulator_config& config, callback_sink sink)
+    simulator(const simulator_config& config, report_sink sink)
         : config_(config), sink_(std::move(sink)), rng_(config.seed), quote_timer_(io_) {
         schedule_quotes();
         thread_ = std::thread([this] { io_.run(); });
@@ -62,8 +60,7 @@ public:
 
 private:
     struct report {
-        std::uint64_t order_id = 0;
-        std::string body;
+        apply_execution x;
         int attempts = 0;
     };
 
@@ -90,53 +87,48 @@ private:
     void execute(const order& o) {
         const auto price = quote(o.sym);
         std::bernoulli_distribution rejected(config_.reject_rate);
-        std::string status = "FILLED";
-        std::string reason = "null";
-        std::string fill = "null";
-        if (!price) {
-            status = "REJECTED";
-            reason = "\"unknown_symbol\"";
-        } else if (rejected(rng_)) {
-            status = "REJECTED";
-            reason = "\"exchange_rejected\"";
-        } else if (o.order_side == side::buy && *price > o.limit_price) {
-            status = "REJECTED";
-            reason = "\"limit_not_marketable\"";
-        } else {
-            fill = fmt::format("\"{}\"", format_money(*price));
-        }
-        const std::string id = format_trade_id(o.id);
         auto r = std::make_shared<report>();
-        r->order_id = o.id.value;
-        r->body = fmt::format(
-            R"({{"order_id":"{}","exec_id":"SIM-{}-{}","status":"{}","quantity":{},)"
-            R"("fill_price":{},"reason":{},"executed_at":"{}"}})",
-            id, id, ++exec_counter_, status, o.qty.shares, fill, reason,
-            format_rfc3339_ms(unix_ms_now()));
+        apply_execution& x = r->x;
+        x.id = o.id;
+        x.qty = o.qty;
+        x.filled = false;
+        if (!price) {
+            x.reason = errc::exchange_rejected;  // the venue does not list it
+        } else if (rejected(rng_)) {
+            x.reason = errc::exchange_rejected;
+        } else if (o.order_side == side::buy && *price > o.limit_price) {
+            x.reason = errc::limit_not_marketable;
+        } else {
+            x.filled = true;
+            x.fill_price = *price;
+        }
+        x.exec_id = "SIM-";
+        x.exec_id += format_trade_id(o.id);
+        x.exec_id += '-';
+        x.exec_id += std::to_string(++exec_counter_);
+        x.executed_at = unix_ms_now();
         deliver(r, std::bernoulli_distribution(config_.duplicate_rate)(rng_));
     }
 
-    // Delivers until the broker answers 2xx (at least once), then maybe once more (a duplicate).
+    // Delivers until the broker takes it (at least once), then maybe once more (a duplicate).
     void deliver(std::shared_ptr<report> r, bool duplicate) {
-        const std::int64_t now_s = unix_ms_now() / 1000;
         ++r->attempts;
-        sink_(r->body, sign_callback(config_.secret, now_s, r->body),
-              [this, r, duplicate](int status) {
-                  net::post(io_, [this, r, duplicate, status] { delivered(r, duplicate, status); });
-              });
+        sink_(r->x, [this, r, duplicate](report_taken taken) {
+            net::post(io_, [this, r, duplicate, taken] { delivered(r, duplicate, taken); });
+        });
     }
 
-    void delivered(std::shared_ptr<report> r, bool duplicate, int status) {
+    void delivered(std::shared_ptr<report> r, bool duplicate, report_taken taken) {
         if (stopped_) return;
-        if (status >= 200 && status < 300) {
+        if (taken == report_taken::settled) {
             if (duplicate) {
                 deliver(r, false);
             } else {
-                accepted_.erase(r->order_id);  // settled: the order no longer needs remembering
+                accepted_.erase(r->x.id.value);  // settled: the order no longer needs remembering
             }
             return;
         }
-        if (status == 404) {
+        if (taken == report_taken::unknown) {
             // The broker does not know the order (it lost it before it was durable): a real venue
             // would keep retrying, but nothing can ever accept it, so it is dropped here.
             return;
@@ -151,7 +143,7 @@ private:
     }
 
     simulator_config config_;
-    callback_sink sink_;
+    report_sink sink_;
     std::mt19937_64 rng_;  // used on the simulator thread only
     net::io_context io_;
     net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(io_);
@@ -166,7 +158,7 @@ private:
 }  // namespace
 
 std::unique_ptr<gateway> make_simulated_exchange(const simulator_config& config,
-                                                 callback_sink sink) {
+                                                 report_sink sink) {
     return std::make_unique<simulator>(config, std::move(sink));
 }
 

@@ -4,7 +4,9 @@
 // whose prices follow a random walk, fills collared market orders at the current price after a
 // configurable latency (rejecting a BUY whose limit the price has moved past), rejects a
 // configurable share of orders, and delivers every execution report at least once, with
-// configurable duplicates, through the same signed callback path a networked exchange uses.
+// configurable duplicates. Being in the broker's process, it hands its reports over as typed
+// apply_execution commands (no JSON, no signature: nothing crosses a wire); the networked
+// exchange-sim (exchange/sim/) is the one that speaks the signed HTTP protocol.
 // Orders live in memory only: after a restart the broker re-sends what is in flight, and the
 // simulator executes it then (re-sends are idempotent by order id while it runs).
 //
@@ -26,11 +28,10 @@ struct simulator_config {
     double duplicate_rate = 0.05;        // share of reports delivered a second time
     std::int64_t quote_interval_ms = 100;  // how often prices move
     std::uint64_t seed = 1;
-    std::string secret;  // HMAC key for callback signatures
 };
 
 [[nodiscard]] std::unique_ptr<gateway> make_simulated_exchange(const simulator_config& config,
-                                                               callback_sink sink);
+                                                               report_sink sink);
 
 // The listed universe, for documentation and tests: "AAPL", "MSFT", ...
 [[nodiscard]] std::vector<std::string> simulated_symbols();

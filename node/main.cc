@@ -159,7 +159,6 @@ options parse(int argc, char** argv) {
     }
     if (o.market_hours.empty()) o.market_hours = o.exchange == "sim" ? "always" : "nyse";
     if (o.exchange_secret.empty()) o.exchange_secret = random_secret();
-    o.sim.secret = o.exchange_secret;
     return o;
 }
 
@@ -217,14 +216,20 @@ int main(int argc, char** argv) {
 
     std::unique_ptr<broker::exchange::gateway> gateway;
     if (opt.exchange == "sim") {
-        // The embedded exchange calls back through the router, exactly as a networked one would.
+        // The embedded exchange hands its reports over in process, as apply_execution commands:
+        // settled (or a repeat) stops delivery, an unknown trade is dropped, anything else is
+        // delivered again later.
         gateway = broker::exchange::make_simulated_exchange(
-            opt.sim, [&router](std::string body, std::string signature,
-                               std::function<void(int)> done) {
-                router.handle_exchange_callback(
-                    signature, body, [done = std::move(done)](broker::api::http_response r) {
-                        done(static_cast<int>(r.status));
-                    });
+            opt.sim, [&runner](broker::apply_execution x,
+                               std::function<void(broker::exchange::report_taken)> done) {
+                using broker::exchange::report_taken;
+                auto shared = std::make_shared<std::function<void(report_taken)>>(std::move(done));
+                const bool queued = runner.submit(std::move(x), [shared](broker::api::outcome o) {
+                    (*shared)(o.code == broker::errc::ok ? report_taken::settled
+                              : o.code == broker::errc::trade_not_found ? report_taken::unknown
+                                                                         : report_taken::retry);
+                });
+                if (!queued) (*shared)(report_taken::retry);
             });
     } else {
         const auto origin = broker::exchange::parse_http_origin(opt.exchange);
