@@ -137,13 +137,22 @@ const std::string* param(const std::vector<std::pair<std::string, std::string>>&
     return nullptr;
 }
 
+// Walks the pattern's segments in place (no allocation: this runs for every route on every
+// request); a "{name}" segment matches any one path segment.
 bool matches(std::string_view pattern, const std::vector<std::string_view>& seg) {
-    const auto want = path_segments(pattern);
-    if (want.size() != seg.size()) return false;
-    for (std::size_t i = 0; i < want.size(); ++i) {
-        if (!want[i].starts_with('{') && want[i] != seg[i]) return false;
+    std::size_t i = 0;
+    while (!pattern.empty()) {
+        if (pattern.front() == '/') {
+            pattern.remove_prefix(1);
+            continue;
+        }
+        const auto end = pattern.find('/');
+        const std::string_view want = pattern.substr(0, end);
+        if (i >= seg.size() || (!want.starts_with('{') && want != seg[i])) return false;
+        ++i;
+        pattern = end == std::string_view::npos ? std::string_view{} : pattern.substr(end);
     }
-    return true;
+    return i == seg.size();
 }
 
 http_response invalid_parameter(std::string_view message) {

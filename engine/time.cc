@@ -27,10 +27,28 @@ std::string format_rfc3339_ms(timestamp_ms t) {
     const std::int64_t day = floor_div(t, 86'400'000);
     const std::int64_t ms_of_day = t - day * 86'400'000;
     const year_month_day ymd{sys_days{days{day}}};
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", static_cast<int>(ymd.year()),
-                       static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                       ms_of_day / 3'600'000, ms_of_day / 60'000 % 60, ms_of_day / 1000 % 60,
-                       ms_of_day % 1000);
+    const int year = static_cast<int>(ymd.year());
+    if (year < 0 || year > 9999) {
+        return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", year,
+                           static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                           ms_of_day / 3'600'000, ms_of_day / 60'000 % 60, ms_of_day / 1000 % 60,
+                           ms_of_day % 1000);
+    }
+    // Every trade JSON carries two of these: fixed-width digits by hand, not a format string.
+    std::string out = "0000-00-00T00:00:00.000Z";
+    const auto put = [&out](std::size_t at, std::int64_t v, int width) {
+        for (int i = width - 1; i >= 0; --i, v /= 10) {
+            out[at + static_cast<std::size_t>(i)] = static_cast<char>('0' + v % 10);
+        }
+    };
+    put(0, year, 4);
+    put(5, static_cast<unsigned>(ymd.month()), 2);
+    put(8, static_cast<unsigned>(ymd.day()), 2);
+    put(11, ms_of_day / 3'600'000, 2);
+    put(14, ms_of_day / 60'000 % 60, 2);
+    put(17, ms_of_day / 1000 % 60, 2);
+    put(20, ms_of_day % 1000, 3);
+    return out;
 }
 
 std::optional<timestamp_ms> parse_rfc3339_ms(std::string_view s) {

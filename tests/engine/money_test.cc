@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <random>
+
 #include "engine/money.h"
 #include "engine/time.h"
 #include "engine/types.h"
@@ -81,6 +83,22 @@ TEST_CASE("customer and client order ids are validated") {
     CHECK(valid_client_order_id("order-1:x"));
     CHECK_FALSE(valid_client_order_id("quote\""));
     CHECK_FALSE(valid_client_order_id(""));
+}
+
+TEST_CASE("RFC 3339 formatting round trips through parsing across four-digit years") {
+    std::mt19937_64 rng(7);
+    // 0001-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z
+    std::uniform_int_distribution<std::int64_t> when(-62'135'596'800'000, 253'402'300'799'999);
+    for (int i = 0; i < 100'000; ++i) {
+        const std::int64_t t = when(rng);
+        const std::string text = format_rfc3339_ms(t);
+        CAPTURE(t);
+        CAPTURE(text);
+        REQUIRE(text.size() == 24);
+        REQUIRE(parse_rfc3339_ms(text) == std::optional<timestamp_ms>{t});
+    }
+    CHECK(format_rfc3339_ms(253'402'300'799'999) == "9999-12-31T23:59:59.999Z");
+    CHECK(format_rfc3339_ms(-62'135'596'800'000) == "0001-01-01T00:00:00.000Z");
 }
 
 TEST_CASE("RFC 3339 timestamps round trip with milliseconds in UTC") {
