@@ -18,8 +18,12 @@
 namespace broker::api {
 
 [[nodiscard]] std::string json_escape(std::string_view text);
+// Appends `text` JSON-escaped (without quotes) to `out`.
+void append_json_escaped(std::string& out, std::string_view text);
 [[nodiscard]] std::string error_json(std::string_view code, std::string_view message);
 [[nodiscard]] std::string trade_json(const trade& t);
+// Appends the trade JSON object to `out` (what trade_json returns).
+void append_trade_json(std::string& out, const trade& t);
 [[nodiscard]] std::string account_json(const account_view& a);
 [[nodiscard]] std::string positions_json(const account_view& a);
 

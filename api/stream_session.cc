@@ -30,10 +30,12 @@ namespace {
 constexpr std::size_t read_message_max = 4096;
 
 std::string update_frame(const trade_update& u) {
-    std::string frame = R"({"type":"trade_update","sequence":)";
+    std::string frame;
+    frame.reserve(384);
+    frame += R"({"type":"trade_update","sequence":)";
     frame += std::to_string(u.sequence);
     frame += R"(,"trade":)";
-    frame += trade_json(u.snapshot);
+    append_trade_json(frame, u.snapshot);
     frame += '}';
     return frame;
 }

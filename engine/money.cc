@@ -1,6 +1,5 @@
 #include "engine/money.h"
 
-#include <fmt/format.h>
 
 namespace broker {
 
@@ -35,8 +34,22 @@ std::string format_money(money m) {
     // Work in unsigned so that the most negative value formats without overflow.
     const std::uint64_t magnitude =
         negative ? ~static_cast<std::uint64_t>(m.ticks) + 1 : static_cast<std::uint64_t>(m.ticks);
-    return fmt::format("{}{}.{:04}", negative ? "-" : "", magnitude / limits::ticks_per_usd,
-                       magnitude % limits::ticks_per_usd);
+    // Digits by hand (every trade JSON and account answer formats money): "-", the whole
+    // dollars, ".", then exactly four decimals.
+    static_assert(limits::ticks_per_usd == 10'000);
+    char buf[32];
+    char* end = buf + sizeof buf;
+    char* p = end;
+    std::uint64_t fraction = magnitude % limits::ticks_per_usd;
+    for (int i = 0; i < 4; ++i, fraction /= 10) *--p = static_cast<char>('0' + fraction % 10);
+    *--p = '.';
+    std::uint64_t whole = magnitude / limits::ticks_per_usd;
+    do {
+        *--p = static_cast<char>('0' + whole % 10);
+        whole /= 10;
+    } while (whole != 0);
+    if (negative) *--p = '-';
+    return std::string(p, end);
 }
 
 std::optional<money> parse_money(std::string_view text, money max) {

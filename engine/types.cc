@@ -3,11 +3,17 @@
 #include <array>
 #include <utility>
 
-#include <fmt/format.h>
 
 namespace broker {
 
-std::string format_trade_id(trade_id id) { return fmt::format("{:016x}", id.value); }
+std::string format_trade_id(trade_id id) {
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out(16, '0');
+    for (int i = 15; i >= 0; --i) {
+        out[static_cast<std::size_t>(i)] = digits[(id.value >> (4 * (15 - i))) & 0x0f];
+    }
+    return out;
+}
 
 std::optional<trade_id> parse_trade_id(std::string_view text) {
     if (text.size() != 16) return std::nullopt;

@@ -85,6 +85,25 @@ TEST_CASE("customer and client order ids are validated") {
     CHECK_FALSE(valid_client_order_id(""));
 }
 
+TEST_CASE("money and trade ids round trip through their text forms") {
+    std::mt19937_64 rng(11);
+    for (int i = 0; i < 100'000; ++i) {
+        // Spread over every magnitude, not just large values.
+        const std::int64_t ticks = static_cast<std::int64_t>(rng() >> (rng() % 63 + 1));
+        const std::string text = format_money(money{ticks});
+        CAPTURE(ticks);
+        CAPTURE(text);
+        REQUIRE(parse_money(text, money{std::numeric_limits<std::int64_t>::max()}) ==
+                std::optional<money>{money{ticks}});
+        const std::string negative = format_money(money{-ticks});
+        REQUIRE(negative == (ticks == 0 ? text : "-" + text));
+        const trade_id id{rng() | 1};
+        const std::string hex = format_trade_id(id);
+        REQUIRE(hex.size() == 16);
+        REQUIRE(parse_trade_id(hex) == std::optional<trade_id>{id});
+    }
+}
+
 TEST_CASE("RFC 3339 formatting round trips through parsing across four-digit years") {
     std::mt19937_64 rng(7);
     // 0001-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z
