@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <vector>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,7 +51,10 @@ struct trade_update {
 
 // Receives a customer's live updates, in sequence order, on the writer thread right after they
 // are durable. It must not block: copy, post to its own executor, return.
-using update_sink = std::function<void(const trade_update&)>;
+// Updates of one customer from one commit, in sequence order; shared by every subscriber of the
+// customer, so fanning out copies a pointer, not the trades.
+using update_batch = std::shared_ptr<const std::vector<trade_update>>;
+using update_sink = std::function<void(const update_batch&)>;
 
 // Keeps a stream subscription alive; dropping it unsubscribes.
 class subscription {

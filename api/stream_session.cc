@@ -116,9 +116,11 @@ private:
         // see the stream open.
         std::weak_ptr<stream_session> weak = weak_from_this();
         auto executor = ws_.get_executor();
-        sub_ = svc_.subscribe(customer_id_, [weak, executor](const trade_update& u) {
-            net::post(executor, [weak, u] {
-                if (auto self = weak.lock()) self->on_update(u);
+        sub_ = svc_.subscribe(customer_id_, [weak, executor](const update_batch& batch) {
+            net::post(executor, [weak, batch] {
+                auto self = weak.lock();
+                if (!self) return;
+                for (const trade_update& u : *batch) self->on_update(u);
             });
         });
 

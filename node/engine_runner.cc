@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string_view>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -347,6 +349,24 @@ void engine_runner::watch_disk() {
     }
 }
 
+void engine_runner::publish_changes(std::vector<journal::indexed_change>& changes) {
+    if (changes.empty() || hub_.subscribers() == 0) return;
+    std::unordered_map<std::string_view, std::vector<std::size_t>> by_customer;
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+        by_customer[changes[i].change.snapshot.customer_id].push_back(i);
+    }
+    for (const auto& [customer, indexes] : by_customer) {
+        std::string customer_id(customer);  // before the snapshots it points into are moved
+        auto updates = std::make_shared<std::vector<api::trade_update>>();
+        updates->reserve(indexes.size());
+        for (const std::size_t i : indexes) {
+            updates->push_back(api::trade_update{changes[i].change.update_sequence,
+                                                 std::move(changes[i].change.snapshot)});
+        }
+        hub_.publish(customer_id, api::update_batch(std::move(updates)));
+    }
+}
+
 void engine_runner::writer_loop() {
     std::deque<batch> taken;
     for (;;) {
@@ -377,11 +397,9 @@ void engine_runner::writer_loop() {
                 for (auto& r : *replies) r.done(std::move(r.result));
             });
         }
-        // Durable now: streams may see these changes, in per-customer sequence order.
-        for (const auto& ch : all.changes) {
-            hub_.publish(ch.change.snapshot.customer_id,
-                         api::trade_update{ch.change.update_sequence, ch.change.snapshot});
-        }
+        // Durable now: streams may see these changes, in per-customer sequence order, one
+        // batch per customer per commit (a placement and its submission usually share one).
+        publish_changes(all.changes);
         taken.clear();
     }
 }

@@ -108,6 +108,8 @@ private:
     void writer_loop();
     void maintenance_loop();
     void commit(const journal::write_set& all);
+    // Hands committed changes to the streams, one batch per customer (moves the snapshots out).
+    void publish_changes(std::vector<journal::indexed_change>& changes);
     void process(request& r, timestamp_ms now, batch& b);
     api::outcome run_command(const command& c, timestamp_ms now, batch& b);
 

@@ -65,6 +65,10 @@ stream_hub::stream_hub() : impl_(std::make_shared<impl>()) {}
 stream_hub::~stream_hub() = default;
 
 void stream_hub::publish(const std::string& customer_id, const api::trade_update& update) {
+    publish(customer_id, std::make_shared<const std::vector<api::trade_update>>(1, update));
+}
+
+void stream_hub::publish(const std::string& customer_id, const api::update_batch& updates) {
     // Copy the sinks out so that none runs under the lock (see impl).
     std::vector<std::shared_ptr<const api::update_sink>> sinks;
     {
@@ -74,7 +78,7 @@ void stream_hub::publish(const std::string& customer_id, const api::trade_update
         sinks.reserve(it->second.size());
         for (const auto& s : it->second) sinks.push_back(s.sink);
     }
-    for (const auto& sink : sinks) (*sink)(update);
+    for (const auto& sink : sinks) (*sink)(updates);
 }
 
 std::unique_ptr<api::subscription> stream_hub::subscribe(const std::string& customer_id,

@@ -20,6 +20,8 @@ public:
     stream_hub& operator=(const stream_hub&) = delete;
 
     void publish(const std::string& customer_id, const api::trade_update& update);
+    // Several updates of one customer at once, in sequence order: one call per subscriber.
+    void publish(const std::string& customer_id, const api::update_batch& updates);
     [[nodiscard]] std::unique_ptr<api::subscription> subscribe(const std::string& customer_id,
                                                                api::update_sink sink);
     // Live subscriptions, for metrics and tests.

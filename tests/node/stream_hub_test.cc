@@ -23,9 +23,9 @@ struct recorder {
     std::vector<std::uint64_t> sequences;
 
     api::update_sink sink() {
-        return [this](const api::trade_update& u) {
+        return [this](const api::update_batch& batch) {
             std::lock_guard lock(mutex);
-            sequences.push_back(u.sequence);
+            for (const auto& u : *batch) sequences.push_back(u.sequence);
         };
     }
     std::vector<std::uint64_t> seen() {
@@ -55,10 +55,30 @@ TEST_CASE("publish reaches only the customer's subscribers, in order") {
 TEST_CASE("the sink gets the published update") {
     stream_hub hub;
     api::trade_update got;
-    auto s = hub.subscribe("alice", [&](const api::trade_update& u) { got = u; });
+    auto s = hub.subscribe("alice", [&](const api::update_batch& b) {
+        REQUIRE(b->size() == 1);
+        got = b->front();
+    });
     hub.publish("alice", update(7, "alice"));
     CHECK(got.sequence == 7);
     CHECK(got.snapshot.customer_id == "alice");
+}
+
+TEST_CASE("a batch reaches every subscriber of the customer once, in order, shared") {
+    stream_hub hub;
+    std::vector<api::update_batch> first, second;
+    auto s1 = hub.subscribe("alice", [&](const api::update_batch& b) { first.push_back(b); });
+    auto s2 = hub.subscribe("alice", [&](const api::update_batch& b) { second.push_back(b); });
+    auto batch = std::make_shared<std::vector<api::trade_update>>();
+    for (std::uint64_t i = 1; i <= 3; ++i) batch->push_back(update(i, "alice"));
+    hub.publish("alice", api::update_batch(batch));
+    hub.publish("bob", api::update_batch(batch));  // nobody listens to bob
+    REQUIRE(first.size() == 1);
+    REQUIRE(second.size() == 1);
+    CHECK(first[0].get() == second[0].get());  // one copy of the trades, however many streams
+    std::vector<std::uint64_t> seqs;
+    for (const auto& u : *first[0]) seqs.push_back(u.sequence);
+    CHECK(seqs == std::vector<std::uint64_t>{1, 2, 3});
 }
 
 TEST_CASE("dropping the subscription stops delivery") {
@@ -98,10 +118,10 @@ TEST_CASE("a sink may unsubscribe itself and subscribe others") {
     std::unique_ptr<api::subscription> self;
     std::unique_ptr<api::subscription> other;
     int calls = 0;
-    self = hub.subscribe("alice", [&](const api::trade_update&) {
+    self = hub.subscribe("alice", [&](const api::update_batch&) {
         ++calls;
         self.reset();
-        other = hub.subscribe("alice", [](const api::trade_update&) {});
+        other = hub.subscribe("alice", [](const api::update_batch&) {});
     });
     hub.publish("alice", update(1, "alice"));
     hub.publish("alice", update(2, "alice"));
@@ -133,7 +153,7 @@ TEST_CASE("concurrent publish, subscribe and unsubscribe") {
         threads.emplace_back([&, t] {
             const std::string customer = t % 2 == 0 ? "alice" : "bob";
             for (int i = 0; i < churn_rounds; ++i) {
-                auto s = hub.subscribe(customer, [&](const api::trade_update&) {
+                auto s = hub.subscribe(customer, [&](const api::update_batch&) {
                     churn_calls.fetch_add(1, std::memory_order_relaxed);
                 });
                 (void)hub.subscribers();
