@@ -9,7 +9,8 @@
 //                    chain_hash:u8[32]        -- chain hash of journal record `sequence`
 //                                                (zeros when sequence = 0)
 //                    next_trade_id:u64 trades_total:u64
-//                    customer_count:u64 customer{customer_count}   -- ascending by id
+//                    customer_count:u64 customer{customer_count}   -- ascending by
+//                                             (fnv1a64(id), id): FNV-1a 64-bit of the id bytes
 //                    trade_count:u64 open_trade{trade_count}       -- ascending by trade id
 //   customer      := id:bytes cash:i64 reserved_cash:i64 opening_cash:i64 update_sequence:u64
 //                    position_count:u32 position{position_count}   -- as in memory (by symbol)
