@@ -100,6 +100,9 @@ rocksdb::DBOptions db_options(bool read_only) {
     // be a batch nobody was told about: recover to the last complete batch rather than refuse.
     o.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
     o.keep_log_file_num = 10;
+    // Bounds the WAL a restart after a crash replays: past it, RocksDB flushes the column
+    // families that hold the oldest log (the default, 4x all memtables, is about 1.5 GiB here).
+    o.max_total_wal_size = 256 << 20;
     return o;
 }
 
@@ -153,8 +156,15 @@ struct store::impl {
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     // Owned by the writer thread (append); readers use the tip stored in "meta" instead.
     chain_tip tip;
+    bool read_only = false;
 
     ~impl() {
+        // RocksDB does not flush memtables on close when the WAL is on, so the next open would
+        // replay up to max_total_wal_size of log (seconds at a gigabyte). Best effort: if the
+        // flush fails, the next open replays the WAL as after a crash.
+        if (db != nullptr && !read_only && !handles.empty()) {
+            (void)db->Flush(rocksdb::FlushOptions{}, handles);
+        }
         // Handles must go before the DB they belong to.
         for (auto* h : handles) {
             if (h != nullptr) db->DestroyColumnFamilyHandle(h);
@@ -233,6 +243,7 @@ result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, 
         read_only ? rocksdb::DB::OpenForReadOnly(db_options(true), dir, families, &p->handles, &raw)
                   : rocksdb::DB::Open(db_options(false), dir, families, &p->handles, &raw);
     p->db.reset(raw);
+    p->read_only = read_only;
     if (!s.ok()) return failed(s, fmt::format("opening {}", dir));
     BROKER_ASSERT(p->handles.size() == families.size());
 
