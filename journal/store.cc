@@ -371,6 +371,13 @@ result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, std::strin
     auto s = impl_->db->Put(rocksdb::WriteOptions{}, impl_->cf(cf_snapshots), be_key(sequence),
                             rocksdb::Slice(bytes.data(), bytes.size()));
     if (!s.ok()) return failed(s, fmt::format("storing the snapshot at {}", sequence));
+    // A snapshot is read only at start-up; in a memtable it only holds memory (its whole size,
+    // ~100 MB at 1M customers) and its WAL file until something else triggers a flush. Ask for
+    // one now, in the background.
+    rocksdb::FlushOptions background;
+    background.wait = false;
+    background.allow_write_stall = true;
+    (void)impl_->db->Flush(background, impl_->cf(cf_snapshots));
     auto sequences = snapshot_sequences();
     if (!sequences) return unexpected{sequences.error()};
     rocksdb::WriteBatch drop;
