@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "engine/assert.h"
+#include "journal/snapshot.h"
 
 namespace broker::journal {
 
@@ -28,6 +29,7 @@ enum cf_index : std::size_t {
     cf_closed_by_customer = 4,
     cf_client_orders = 5,
     cf_updates = 6,
+    cf_snapshots = 7,
 };
 
 // customer_id 0x00 suffix: the key of every per-customer index.
@@ -104,6 +106,9 @@ rocksdb::DBOptions db_options(bool read_only) {
     // grow with the number of column families or with history: 8 families x 3 x 16 MiB could
     // otherwise reach 384 MiB.
     o.db_write_buffer_size = 64ull << 20;
+    // Bounds the WAL a restart after a crash replays: past it, RocksDB flushes the column
+    // families that hold the oldest log (by default it is four times all memtables together).
+    o.max_total_wal_size = 256 << 20;
     return o;
 }
 
@@ -184,8 +189,15 @@ struct store::impl {
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     // Owned by the writer thread (append); readers use the tip stored in "meta" instead.
     chain_tip tip;
+    bool read_only = false;
 
     ~impl() {
+        // RocksDB does not flush memtables on close when the WAL is on, so the next open would
+        // replay up to max_total_wal_size of log (seconds at a gigabyte). Best effort: if the
+        // flush fails, the next open replays the WAL as after a crash.
+        if (db != nullptr && !read_only && !handles.empty()) {
+            (void)db->Flush(rocksdb::FlushOptions{}, handles);
+        }
         // Handles must go before the DB they belong to.
         for (auto* h : handles) {
             if (h != nullptr) db->DestroyColumnFamilyHandle(h);
@@ -193,6 +205,7 @@ struct store::impl {
     }
 
     [[nodiscard]] rocksdb::ColumnFamilyHandle* cf(cf_index i) const { return handles.at(i); }
+    [[nodiscard]] bool has_snapshots() const { return handles.size() > cf_snapshots; }
 
     [[nodiscard]] result<chain_tip, store_error> read_tip(const rocksdb::ReadOptions& ro) const {
         std::string value;
@@ -240,7 +253,7 @@ result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, 
     const auto cfo = cf_options();
     const auto sequential = cf_options(key_order::sequential);
     const auto per_customer = cf_options(key_order::per_customer);
-    const std::vector<rocksdb::ColumnFamilyDescriptor> families{
+    std::vector<rocksdb::ColumnFamilyDescriptor> families{
         {rocksdb::kDefaultColumnFamilyName, cfo},
         {"journal", sequential},
         {"trades", sequential},
@@ -248,13 +261,24 @@ result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, 
         {"closed_by_customer", per_customer},
         {"client_orders", cfo},
         {"updates", per_customer},
+        {"snapshots", cfo},
     };
+    if (read_only) {
+        // A store written before snapshots existed has no "snapshots" family, and a read-only
+        // open cannot create one: open it without, as a store with no snapshots.
+        std::vector<std::string> names;
+        const auto listed = rocksdb::DB::ListColumnFamilies(db_options(true), dir, &names);
+        if (listed.ok() && std::find(names.begin(), names.end(), "snapshots") == names.end()) {
+            families.pop_back();
+        }
+    }
     auto p = std::make_unique<impl>();
     rocksdb::DB* raw = nullptr;
     const auto s =
         read_only ? rocksdb::DB::OpenForReadOnly(db_options(true), dir, families, &p->handles, &raw)
                   : rocksdb::DB::Open(db_options(false), dir, families, &p->handles, &raw);
     p->db.reset(raw);
+    p->read_only = read_only;
     if (!s.ok()) return failed(s, fmt::format("opening {}", dir));
     BROKER_ASSERT(p->handles.size() == families.size());
 
@@ -362,6 +386,71 @@ result<std::uint64_t, store_error> store::read(std::uint64_t from, std::uint64_t
     return chain.last_read();
 }
 
+result<hash256, store_error> store::chain_hash_at(std::uint64_t sequence) const {
+    std::string value;
+    rocksdb::ReadOptions ro;
+    ro.verify_checksums = true;
+    const auto s = impl_->db->Get(ro, impl_->cf(cf_journal), be_key(sequence), &value);
+    if (s.IsNotFound()) return corrupt(fmt::format("record {}: missing", sequence));
+    if (!s.ok()) return failed(s, fmt::format("reading record {}", sequence));
+    auto rec = decode_record(sequence, value);
+    if (!rec) return corrupt(rec.error().what);
+    return chain_hash(rec->prev_hash, value);
+}
+
+result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, std::string_view bytes) {
+    BROKER_ASSERT(sequence >= 1 && sequence <= impl_->tip.sequence);
+    BROKER_ASSERT(impl_->has_snapshots());
+    // Synced or not, the record it names is already durable; the WAL write here is synced by the
+    // next journal commit at the latest.
+    auto s = impl_->db->Put(rocksdb::WriteOptions{}, impl_->cf(cf_snapshots), be_key(sequence),
+                            rocksdb::Slice(bytes.data(), bytes.size()));
+    if (!s.ok()) return failed(s, fmt::format("storing the snapshot at {}", sequence));
+    // A snapshot is read only at start-up; in a memtable it only holds memory (its whole size,
+    // ~100 MB at 1M customers) and its WAL file until something else triggers a flush. Ask for
+    // one now, in the background.
+    rocksdb::FlushOptions background;
+    background.wait = false;
+    background.allow_write_stall = true;
+    (void)impl_->db->Flush(background, impl_->cf(cf_snapshots));
+    auto sequences = snapshot_sequences();
+    if (!sequences) return unexpected{sequences.error()};
+    rocksdb::WriteBatch drop;
+    for (std::size_t i = snapshots_kept; i < sequences->size(); ++i) {
+        s = drop.Delete(impl_->cf(cf_snapshots), be_key((*sequences)[i]));
+        if (!s.ok()) return failed(s, "batching a snapshot deletion");
+    }
+    if (drop.Count() == 0) return ok_v;
+    s = impl_->db->Write(rocksdb::WriteOptions{}, &drop);
+    if (!s.ok()) return failed(s, "deleting old snapshots");
+    return ok_v;
+}
+
+result<std::vector<std::uint64_t>, store_error> store::snapshot_sequences() const {
+    std::vector<std::uint64_t> out;
+    if (!impl_->has_snapshots()) return out;
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(rocksdb::ReadOptions{}, impl_->cf(cf_snapshots)));
+    for (it->SeekToLast(); it->Valid(); it->Prev()) {
+        const auto seq = parse_key(view(it->key()));
+        if (!seq) return corrupt(fmt::format("snapshot key of {} bytes", it->key().size()));
+        out.push_back(*seq);
+    }
+    if (!it->status().ok()) return failed(it->status(), "listing snapshots");
+    return out;
+}
+
+result<std::string, store_error> store::read_snapshot(std::uint64_t sequence) const {
+    std::string value;
+    if (!impl_->has_snapshots()) return corrupt(fmt::format("no snapshot at {}", sequence));
+    rocksdb::ReadOptions ro;
+    ro.verify_checksums = true;
+    const auto s = impl_->db->Get(ro, impl_->cf(cf_snapshots), be_key(sequence), &value);
+    if (s.IsNotFound()) return corrupt(fmt::format("no snapshot at {}", sequence));
+    if (!s.ok()) return failed(s, fmt::format("reading the snapshot at {}", sequence));
+    return value;
+}
+
 result<std::optional<trade>, store_error> store::find_trade(trade_id id) const {
     std::string value;
     const auto s =
@@ -435,14 +524,81 @@ result<std::vector<trade_change>, store_error> store::updates_since(
     return out;
 }
 
-result<state, store_error> recover(const store& s, std::uint64_t until) {
+result<state, store_error> replay(const store& s, std::uint64_t until,
+                                  const std::function<void(const state&)>& after_each) {
     state st;
-    auto read = s.read(1, until, [&](const event& e) { (void)apply(st, e); });
+    auto read = s.read(1, until, [&](const event& e) {
+        (void)apply(st, e);
+        if (after_each) after_each(st);
+    });
     if (!read) return unexpected{read.error()};
     if (auto broken = check_invariants(st)) {
         return corrupt(
             fmt::format("state after record {} breaks an invariant: {}", *read, *broken));
     }
+    return st;
+}
+
+namespace {
+
+// The state of a stored snapshot, if it decodes and matches the journal; otherwise why not.
+result<state, std::string> load_snapshot(const store& s, std::uint64_t sequence) {
+    if (sequence > s.last_sequence()) {
+        return unexpected{fmt::format("beyond the journal tip {}", s.last_sequence())};
+    }
+    auto bytes = s.read_snapshot(sequence);
+    if (!bytes) return unexpected{bytes.error().what};
+    auto snap = decode_snapshot(*bytes);
+    if (!snap) return unexpected{snap.error().what};
+    if (snap->st.last_sequence != sequence) {
+        return unexpected{fmt::format("stored under {} but names {}", sequence,
+                                      snap->st.last_sequence)};
+    }
+    auto journal_hash = s.chain_hash_at(sequence);
+    if (!journal_hash) return unexpected{journal_hash.error().what};
+    if (*journal_hash != snap->chain_hash) {
+        return unexpected{fmt::format("chain hash {} differs from the journal's {}",
+                                      to_hex(snap->chain_hash), to_hex(*journal_hash))};
+    }
+    return std::move(snap->st);
+}
+
+}  // namespace
+
+result<state, store_error> recover(const store& s, recovery_report* report) {
+    recovery_report local;
+    recovery_report& out = report != nullptr ? *report : local;
+    out = recovery_report{};
+    auto sequences = s.snapshot_sequences();
+    if (!sequences) {
+        out.warnings.push_back(fmt::format("cannot list snapshots: {}", sequences.error().what));
+        sequences = std::vector<std::uint64_t>{};
+    }
+    for (const std::uint64_t seq : *sequences) {
+        auto loaded = load_snapshot(s, seq);
+        if (!loaded) {
+            out.warnings.push_back(fmt::format("snapshot at {} refused: {}", seq, loaded.error()));
+            continue;
+        }
+        state st = std::move(*loaded);
+        // Reading from the snapshot's own record checks that the next record chains to it, and
+        // reading to the end checks the chain against the stored tip.
+        auto read = s.read(seq, 0, [&](const event& e) {
+            if (e.sequence <= seq) return;
+            (void)apply(st, e);
+            ++out.events_applied;
+        });
+        if (!read) return unexpected{read.error()};
+        if (auto broken = check_invariants(st)) {
+            return corrupt(fmt::format("state after record {} (from the snapshot at {}) breaks an "
+                                       "invariant: {}",
+                                       *read, seq, *broken));
+        }
+        out.snapshot_sequence = seq;
+        return st;
+    }
+    auto st = replay(s);
+    if (st) out.events_applied = st->last_sequence;
     return st;
 }
 

@@ -8,6 +8,10 @@
 //   "client_orders"      -- key: customer_id 0x00 client_order_id; value: trade_id (u64 BE)
 //   "updates"            -- key: customer_id 0x00 update sequence (u64 BE); value: the trade as
 //                           that change left it (the WebSocket stream's durable backlog)
+//   "snapshots"          -- key: sequence as u64 big-endian; value: the engine state after that
+//                           record (snapshot.h). Derived data, written apart from the journal's
+//                           batches and only once the records up to its sequence are durable; the
+//                           newest `snapshots_kept` are kept.
 // Customer ids never contain 0x00 (engine valid_customer_id), so prefixes cannot collide. All
 // indexes are written in the same WriteBatch as the events they derive from.
 //
@@ -15,7 +19,7 @@
 // one WriteBatch written with sync=true, so thousands of events share one fsync. A failed write is
 // returned as an error; the caller must treat it as fatal (DESIGN: fsync failure is never ignored).
 //
-// Threading: one writer thread calls `append`; any thread may call `find_trade` and `read`
+// Threading: one writer thread calls `append` and `put_snapshot`; any thread may call `find_trade` and `read`
 // concurrently (RocksDB reads are thread-safe). Open/recover run before the threads start.
 #pragma once
 
@@ -32,6 +36,10 @@
 #include "journal/codec.h"
 
 namespace broker::journal {
+
+// Snapshots kept: the newest is the one recovery tries first, the one before it is the fallback
+// when the newest turns out bad.
+inline constexpr std::size_t snapshots_kept = 2;
 
 struct store_error {
     std::string what;
@@ -78,6 +86,20 @@ public:
     [[nodiscard]] result<std::uint64_t, store_error> read(
         std::uint64_t from, std::uint64_t until, const std::function<void(const event&)>& fn) const;
 
+    // SHA-256 chain hash of record `sequence` (chain_hash(prev_hash, record bytes)), from the
+    // record alone: the caller decides whether to trust its prev_hash.
+    [[nodiscard]] result<hash256, store_error> chain_hash_at(std::uint64_t sequence) const;
+
+    // Stores a sealed snapshot of the state after record `sequence` and deletes all but the
+    // newest snapshots_kept. Not synced: a snapshot lost in a crash is only a slower start. The
+    // records up to `sequence` must already be durable (asserted against the tip).
+    [[nodiscard]] result<ok_t, store_error> put_snapshot(std::uint64_t sequence,
+                                                         std::string_view bytes);
+    // Sequences of the stored snapshots, newest first.
+    [[nodiscard]] result<std::vector<std::uint64_t>, store_error> snapshot_sequences() const;
+    // The bytes of one stored snapshot, unverified (decode_snapshot verifies).
+    [[nodiscard]] result<std::string, store_error> read_snapshot(std::uint64_t sequence) const;
+
     // A terminal trade from the trade store.
     [[nodiscard]] result<std::optional<trade>, store_error> find_trade(trade_id id) const;
     // A customer's terminal trades, newest first, with ids below `before` (0: no bound), of
@@ -98,8 +120,26 @@ private:
     std::unique_ptr<impl> impl_;
 };
 
-// Rebuilds engine state by applying every journaled event (the same `apply` the live path uses).
-[[nodiscard]] result<state, store_error> recover(const store& s, std::uint64_t until = 0);
+// Rebuilds engine state by applying every journaled event from record 1 (the same `apply` the
+// live path uses), verifying the whole chain: the auditor's path. `after_each`, when given, sees
+// the state after every event.
+[[nodiscard]] result<state, store_error> replay(
+    const store& s, std::uint64_t until = 0,
+    const std::function<void(const state&)>& after_each = {});
+
+// How recover() got its state, for the log.
+struct recovery_report {
+    std::uint64_t snapshot_sequence = 0;  // 0: replayed from record 1
+    std::uint64_t events_applied = 0;     // events applied on top of the snapshot
+    std::vector<std::string> warnings;    // snapshots tried and refused, and why
+};
+
+// Start-up recovery: the newest stored snapshot at or below the journal tip whose chain hash
+// matches the journal's record at its sequence, then the events after it (chain verified from
+// that record to the tip). A snapshot that is corrupt or does not match is skipped with a warning
+// in `report`: the older one is tried, then a full replay.
+[[nodiscard]] result<state, store_error> recover(const store& s,
+                                                 recovery_report* report = nullptr);
 
 // SHA-256 of the canonical state encoding (engine write_canonical), in hex: the state digest.
 [[nodiscard]] std::string state_digest(const state& s);

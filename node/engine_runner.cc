@@ -10,6 +10,7 @@
 
 #include "engine/assert.h"
 #include "engine/decide.h"
+#include "journal/snapshot.h"
 
 namespace broker::node {
 
@@ -32,6 +33,11 @@ engine_runner::engine_runner(journal::store& store, state recovered, runner_conf
       config_(config),
       post_to_io_(std::move(post_to_io)) {
     BROKER_ASSERT(state_.last_sequence == store_.last_sequence());
+    // Count the events since the newest stored snapshot, so that a node restarted often still
+    // snapshots every snapshot_every_events.
+    if (auto stored = store_.snapshot_sequences(); stored && !stored->empty()) {
+        last_snapshot_sequence_ = std::min(stored->front(), state_.last_sequence);
+    }
 }
 
 engine_runner::~engine_runner() { stop(); }
@@ -224,6 +230,10 @@ void engine_runner::engine_loop() {
         const timestamp_ms t = now();
         for (auto& r : taken) process(r, t, b);
         taken.clear();
+        if (config_.snapshot_every_events > 0 &&
+            state_.last_sequence - last_snapshot_sequence_ >= config_.snapshot_every_events) {
+            b.snapshot = take_snapshot();
+        }
         {
             std::unique_lock lock(batches_mutex_);
             batches_room_cv_.wait(lock, [&] { return batches_.size() < config_.pending_batches_max; });
@@ -231,11 +241,52 @@ void engine_runner::engine_loop() {
         }
         batches_cv_.notify_one();
     }
+    // A clean stop leaves a snapshot of the final state, so the next start replays nothing. The
+    // writer stores it after every batch before it is committed.
+    if (config_.snapshot_every_events > 0 && state_.last_sequence > last_snapshot_sequence_) {
+        batch b;
+        b.snapshot = take_snapshot();
+        std::lock_guard lock(batches_mutex_);
+        batches_.push_back(std::move(b));
+    }
     {
         std::lock_guard lock(batches_mutex_);
         engine_done_ = true;
     }
     batches_cv_.notify_one();
+}
+
+std::string engine_runner::take_snapshot() {
+    // The engine thread pauses here: encoding is a walk over every customer and open trade.
+    const auto started = std::chrono::steady_clock::now();
+    std::string bytes = journal::encode_unsealed_snapshot(state_);
+    last_snapshot_sequence_ = state_.last_sequence;
+    spdlog::info("snapshot at sequence {}: {} customers, {} open trades, {} bytes, encoded in {} ms",
+                 state_.last_sequence, state_.customers.size(), state_.open_trades.size(),
+                 bytes.size(),
+                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - started).count());
+    return bytes;
+}
+
+void engine_runner::store_snapshot(std::string unsealed) {
+    // Losing a snapshot only makes the next start slower, so failures here are warnings; a store
+    // that cannot write at all fails the next journal commit, which stops the node.
+    const auto started = std::chrono::steady_clock::now();
+    const std::uint64_t seq = journal::snapshot_sequence(unsealed);
+    auto hash = store_.chain_hash_at(seq);
+    if (!hash) {
+        spdlog::warn("snapshot at sequence {} not stored: {}", seq, hash.error().what);
+        return;
+    }
+    journal::seal_snapshot(unsealed, *hash);
+    if (auto put = store_.put_snapshot(seq, unsealed); !put) {
+        spdlog::warn("snapshot at sequence {} not stored: {}", seq, put.error().what);
+        return;
+    }
+    spdlog::info("snapshot at sequence {} stored in {} ms", seq,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - started).count());
 }
 
 void engine_runner::process(request& r, timestamp_ms t, batch& b) {
@@ -400,6 +451,10 @@ void engine_runner::writer_loop() {
         // Durable now: streams may see these changes, in per-customer sequence order, one
         // batch per customer per commit (a placement and its submission usually share one).
         publish_changes(all.changes);
+        // After the commit that made its events durable (this group or an earlier one).
+        for (auto& b : taken) {
+            if (!b.snapshot.empty()) store_snapshot(std::move(b.snapshot));
+        }
         taken.clear();
     }
 }

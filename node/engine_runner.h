@@ -46,6 +46,9 @@ struct runner_config {
     // requests are refused (503) so that the journal never meets a full disk mid-write.
     std::function<std::uint64_t()> free_disk_bytes;
     std::uint64_t min_free_disk_bytes = 256ull << 20;
+    // The engine thread snapshots its state every this many applied events, and once more on a
+    // clean stop, so that a restart replays at most this many events (0: never).
+    std::uint64_t snapshot_every_events = 1'000'000;
 };
 
 // Where completions run: the node posts them to its IO context.
@@ -101,6 +104,9 @@ private:
         journal::write_set writes;
         std::vector<reply> replies;
         std::vector<exchange::order> orders;
+        // The state after this batch, encoded by the engine thread (journal::
+        // encode_unsealed_snapshot); the writer seals and stores it once the batch is durable.
+        std::string snapshot;
     };
 
     [[nodiscard]] bool enqueue(request r);
@@ -110,11 +116,14 @@ private:
     void commit(const journal::write_set& all);
     // Hands committed changes to the streams, one batch per customer (moves the snapshots out).
     void publish_changes(std::vector<journal::indexed_change>& changes);
+    [[nodiscard]] std::string take_snapshot();
+    void store_snapshot(std::string unsealed);
     void process(request& r, timestamp_ms now, batch& b);
     api::outcome run_command(const command& c, timestamp_ms now, batch& b);
 
     journal::store& store_;
     state state_;  // engine thread only (and the constructor)
+    std::uint64_t last_snapshot_sequence_ = 0;  // engine thread only
     runner_config config_;
     executor_fn post_to_io_;
     exchange::gateway* gateway_ = nullptr;

@@ -51,6 +51,7 @@ struct options {
     std::int64_t watchdog_ms = 5'000;
     std::int64_t placed_max_age_ms = 300'000;
     std::int64_t min_free_disk_mb = 256;
+    std::uint64_t snapshot_every_events = 1'000'000;
     double rate_limit_per_s = 100;
     double rate_limit_burst = 200;
     broker::api::server_config server;
@@ -124,6 +125,10 @@ options parse(int argc, char** argv) {
     app.add_option("--min-free-disk-mb", o.min_free_disk_mb,
                    "refuse new requests (503) while the journal's disk has less free space")
         ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30))->capture_default_str();
+    app.add_option("--snapshot-every-events", o.snapshot_every_events,
+                   "snapshot the engine state every N journal events and on a clean stop, so a "
+                   "restart replays at most N events; 0 never snapshots")
+        ->capture_default_str();
     app.add_option("--rate-limit-per-s", o.rate_limit_per_s,
                    "requests per second per customer (token bucket); 0 disables")
         ->check(CLI::Range(0.0, 1e9))->capture_default_str();
@@ -176,8 +181,14 @@ int main(int argc, char** argv) {
     if (!opened) die(fmt::format("cannot open journal in {}: {}", opt.data_dir, opened.error().what));
     auto& store = **opened;
     const auto started = std::chrono::steady_clock::now();
-    auto recovered = broker::journal::recover(store);
+    broker::journal::recovery_report report;
+    auto recovered = broker::journal::recover(store, &report);
+    for (const auto& w : report.warnings) spdlog::warn("recovery: {}", w);
     if (!recovered) die(fmt::format("journal recovery failed: {}", recovered.error().what));
+    if (report.snapshot_sequence > 0) {
+        spdlog::info("recovery: from the snapshot at sequence {}, then {} events",
+                     report.snapshot_sequence, report.events_applied);
+    }
     spdlog::info("recovered {} events, {} customers, {} open trades in {} ms",
                  recovered->last_sequence, recovered->customers.size(),
                  recovered->open_trades.size(),
@@ -203,6 +214,7 @@ int main(int argc, char** argv) {
     rc.placed_max_age_ms = opt.placed_max_age_ms;
     rc.market_open = [calendar](broker::timestamp_ms t) { return calendar->is_open(t); };
     rc.min_free_disk_bytes = static_cast<std::uint64_t>(opt.min_free_disk_mb) << 20;
+    rc.snapshot_every_events = opt.snapshot_every_events;
     rc.free_disk_bytes = [dir = opt.data_dir]() -> std::uint64_t {
         struct statvfs fs {};
         if (statvfs(dir.c_str(), &fs) != 0) return std::numeric_limits<std::uint64_t>::max();

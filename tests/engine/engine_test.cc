@@ -6,6 +6,7 @@
 
 #include "engine/decide.h"
 #include "engine/state.h"
+#include "tests/engine/random_journal.h"
 
 using namespace broker;
 
@@ -306,60 +307,15 @@ TEST_CASE("a customer's open trades are bounded") {
 }
 
 TEST_CASE("replaying the journal with apply alone reproduces the live state exactly") {
-    // Random streams of every command: invariants hold after every step (checked in run), and a
-    // fresh state fed the journal alone ends byte-for-byte equal.
+    // Random streams of every command: invariants hold after every step, and a fresh state fed
+    // the journal alone ends byte-for-byte equal.
     for (std::uint64_t seed = 1; seed <= 40; ++seed) {
         CAPTURE(seed);
-        std::mt19937_64 rng(seed);
-        engine e;
-        const std::vector<std::string> ids{"a", "b", "c", "d"};
-        for (const auto& id : ids) e.open(id, 2'000, {{aapl, quantity{20}}, {msft, quantity{5}}});
-        auto pick = [&](std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng); };
-        for (int step = 0; step < 400; ++step) {
-            const auto& who = ids[pick(ids.size())];
-            switch (pick(5)) {
-                case 0:
-                case 1: {
-                    const auto sd = pick(2) == 0 ? side::buy : side::sell;
-                    const std::string coid = pick(3) == 0 ? fmt::format("c{}", pick(20)) : "";
-                    e.run(place_trade{who, coid, pick(2) == 0 ? aapl : msft, sd,
-                                      quantity{1 + static_cast<std::int64_t>(pick(12))},
-                                      money{(50 + static_cast<std::int64_t>(pick(100))) * usd}, true,
-                                      500, std::nullopt, e.now});
-                    break;
-                }
-                case 2:
-                case 3: {  // the exchange reports on some trade at the exchange (or a random id)
-                    std::vector<trade_id> live;
-                    for (const auto& [id, t] : e.s.open_trades) {
-                        if (t.status == trade_status::in_progress) live.push_back(t.id);
-                    }
-                    if (live.empty()) break;
-                    std::sort(live.begin(), live.end());
-                    const trade_id id = live[pick(live.size())];
-                    const trade& t = e.t(id);
-                    if (pick(4) == 0) {
-                        e.reject(id);
-                    } else {
-                        const std::int64_t top = t.trade_side == side::buy ? t.limit_price.ticks : 200 * usd;
-                        const auto price = std::uniform_int_distribution<std::int64_t>(1, top)(rng);
-                        const std::int64_t qty = t.qty.shares;
-                        e.fill(id, qty, price);
-                        if (pick(3) == 0) e.fill(id, qty, price);  // a duplicate callback
-                    }
-                    break;
-                }
-                default: {
-                    const trade_id id{1 + pick(static_cast<std::size_t>(e.s.next_trade_id))};
-                    if (pick(2) == 0) {
-                        e.run(cancel_trade{who, id});
-                    } else {
-                        e.run(modify_trade{who, id, quantity{1 + static_cast<std::int64_t>(pick(12))},
-                                           money{(50 + static_cast<std::int64_t>(pick(100))) * usd}, 500});
-                    }
-                }
-            }
-        }
+        const testing::random_journal e({seed, 400, 1}, [](const state& s) {
+            const auto broken = check_invariants(s);
+            INFO(broken.value_or(""));
+            REQUIRE_FALSE(broken.has_value());
+        });
         state replayed;
         for (const auto& ev : e.journal) apply(replayed, ev);
         std::string live_bytes, replay_bytes;

@@ -1,5 +1,7 @@
 #include "tests/sim/sim_node.h"
 
+#include "journal/snapshot.h"
+
 #include <utility>
 
 #include "engine/assert.h"
@@ -15,6 +17,9 @@ sim_node::sim_node(journal::store& store, state recovered, node_config config, q
     : store_(store), state_(std::move(recovered)), config_(config), quote_(std::move(quote)) {
     // As engine_runner's constructor: the node starts exactly where the journal ends.
     BROKER_ASSERT(state_.last_sequence == store_.last_sequence());
+    if (auto stored = store_.snapshot_sequences(); stored && !stored->empty()) {
+        last_snapshot_sequence_ = std::min(stored->front(), state_.last_sequence);
+    }
 }
 
 void sim_node::submit(command c, completion done) {
@@ -29,7 +34,26 @@ pending_batch sim_node::decide_batch(timestamp_ms now, std::size_t max) {
         reply out = run_command(r.what, now, b);
         b.replies.emplace_back(std::move(r.done), std::move(out));
     }
+    // As engine_runner::engine_loop: the engine thread encodes, the writer stores after commit.
+    if (config_.snapshot_every_events > 0 &&
+        state_.last_sequence - last_snapshot_sequence_ >= config_.snapshot_every_events) {
+        b.snapshot = journal::encode_unsealed_snapshot(state_);
+        last_snapshot_sequence_ = state_.last_sequence;
+    }
     return b;
+}
+
+result<ok_t, journal::store_error> sim_node::store_snapshots(std::vector<pending_batch>& batches) {
+    for (auto& b : batches) {
+        if (b.snapshot.empty()) continue;
+        const std::uint64_t seq = journal::snapshot_sequence(b.snapshot);
+        auto hash = store_.chain_hash_at(seq);
+        if (!hash) return unexpected{hash.error()};
+        journal::seal_snapshot(b.snapshot, *hash);
+        if (auto put = store_.put_snapshot(seq, b.snapshot); !put) return put;
+        b.snapshot.clear();
+    }
+    return ok_v;
 }
 
 journal::write_set sim_node::merge(const std::vector<pending_batch>& batches) {

@@ -70,6 +70,8 @@ enum class sabotage : std::uint8_t {
 struct node_config {
     std::int64_t collar_bps = limits::collar_bps_default;
     sabotage broken = sabotage::none;
+    // As runner_config::snapshot_every_events; small, so that crashes land between snapshots.
+    std::uint64_t snapshot_every_events = 64;
 };
 
 // One engine batch: what it writes, and what may leave the process once that is durable.
@@ -77,6 +79,7 @@ struct pending_batch {
     journal::write_set writes;
     std::vector<std::pair<completion, reply>> replies;
     std::vector<sim_order> orders;
+    std::string snapshot;  // unsealed, as engine_runner's batch::snapshot
 };
 
 class sim_node {
@@ -95,6 +98,9 @@ class sim_node {
     // The writer thread's group commit of several batches.
     [[nodiscard]] static journal::write_set merge(const std::vector<pending_batch>& batches);
     [[nodiscard]] result<ok_t, journal::store_error> commit(const journal::write_set& all);
+    // The writer thread after a commit: seals and stores the batches' snapshots.
+    [[nodiscard]] result<ok_t, journal::store_error> store_snapshots(
+        std::vector<pending_batch>& batches);
 
     [[nodiscard]] const state& live() const { return state_; }
     [[nodiscard]] const node_config& config() const { return config_; }
@@ -109,6 +115,7 @@ class sim_node {
 
     journal::store& store_;
     state state_;
+    std::uint64_t last_snapshot_sequence_ = 0;
     node_config config_;
     quote_fn quote_;
     std::deque<request> inbound_;

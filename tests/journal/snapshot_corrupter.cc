@@ -1,0 +1,38 @@
+// snapshot_corrupter DATA_DIR: flips one byte in the middle of the newest stored snapshot, as a
+// broken disk would, for tests/integration/test_snapshots.py. Run only on a stopped brokerd's
+// data dir. Exit status 0 when a snapshot was damaged.
+#include <rocksdb/db.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: snapshot_corrupter DATA_DIR\n");
+        return 2;
+    }
+    std::vector<std::string> names;
+    if (!rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions{}, argv[1], &names).ok()) return 1;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const auto& n : names) families.emplace_back(n, rocksdb::ColumnFamilyOptions{});
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    if (!rocksdb::DB::Open(rocksdb::DBOptions{}, argv[1], families, &handles, &raw).ok()) return 1;
+    std::unique_ptr<rocksdb::DB> db(raw);
+    int rc = 1;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        if (names[i] != "snapshots") continue;
+        std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions{}, handles[i]));
+        it->SeekToLast();
+        if (!it->Valid()) break;
+        const std::string key = it->key().ToString();
+        std::string value = it->value().ToString();
+        it.reset();
+        value[value.size() / 2] = static_cast<char>(value[value.size() / 2] ^ 0x20);
+        if (db->Put(rocksdb::WriteOptions{}, handles[i], key, value).ok()) rc = 0;
+    }
+    for (auto* h : handles) (void)db->DestroyColumnFamilyHandle(h);
+    return rc;
+}
