@@ -4,7 +4,9 @@
 #include <openssl/evp.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/cache.h>
 #include <rocksdb/slice_transform.h>
+#include <rocksdb/table.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/write_batch.h>
 
@@ -109,6 +111,10 @@ rocksdb::DBOptions db_options(bool read_only) {
     // Bounds the WAL a restart after a crash replays: past it, RocksDB flushes the column
     // families that hold the oldest log (by default it is four times all memtables together).
     o.max_total_wal_size = 256 << 20;
+    // Flushes and compactions write their files to the journal's disk; synced in 1 MiB steps
+    // they never leave hundreds of MiB of dirty pages for the kernel to write at once, which
+    // would queue every WAL fsync (and so every acknowledgement) behind them.
+    o.bytes_per_sync = 1 << 20;
     return o;
 }
 
@@ -136,6 +142,14 @@ rocksdb::ColumnFamilyOptions cf_options(key_order order = key_order::any) {
     // The journal is append-only and read mostly at start-up; small memtables keep memory flat.
     o.write_buffer_size = 16 << 20;
     o.max_write_buffer_number = 3;
+    // Index blocks of the table files live in one bounded block cache instead of beside each
+    // open file: otherwise their memory grows with the journal (about 9 MiB per million trades).
+    static const std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(64 << 20);
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = cache;
+    table.cache_index_and_filter_blocks = true;
+    table.pin_l0_filter_and_index_blocks_in_cache = true;
+    o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
     // Where keys grow within a prefix, a memtable insert hint per prefix lets each insert start
     // where that prefix's last one ended instead of searching the skip list from the top (most
     // of the writer's CPU went there). The hints live in the memtable and go with it at flush,
