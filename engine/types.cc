@@ -66,6 +66,11 @@ std::optional<symbol> parse_symbol(std::string_view text) {
     return symbol{packed};
 }
 
+bool valid_symbol(symbol s) {
+    const auto parsed = parse_symbol(to_string(s));
+    return parsed.has_value() && *parsed == s;
+}
+
 std::string to_string(symbol s) {
     std::string out;
     for (int shift = 56; shift >= 0; shift -= 8) {

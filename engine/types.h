@@ -39,6 +39,8 @@ struct symbol {
     friend constexpr auto operator<=>(symbol, symbol) = default;
 };
 [[nodiscard]] std::optional<symbol> parse_symbol(std::string_view text);
+// Whether `s` is the packed form of a valid ticker (what parse_symbol can return); for decoders.
+[[nodiscard]] bool valid_symbol(symbol s);
 [[nodiscard]] std::string to_string(symbol s);
 
 enum class side : std::uint8_t { buy = 1, sell = 2 };

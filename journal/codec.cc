@@ -50,6 +50,7 @@
 #include <utility>
 
 #include "engine/assert.h"
+#include "journal/byte_io.h"
 
 namespace broker::journal {
 
@@ -76,11 +77,6 @@ struct text_field {
 constexpr text_field customer_id_field{"customer_id", 1, limits::customer_id_max};
 constexpr text_field client_order_id_field{"client_order_id", 0, limits::client_order_id_max};
 constexpr text_field exec_id_field{"exec_id", 0, exec_id_max};
-
-bool valid_symbol(symbol s) {
-    const auto parsed = parse_symbol(to_string(s));
-    return parsed.has_value() && *parsed == s;
-}
 
 bool valid_side(std::uint8_t raw) {
     return raw == static_cast<std::uint8_t>(side::buy) ||
@@ -113,15 +109,9 @@ std::uint32_t crc32_of(std::string_view bytes) {
 // ---------------------------------------------------------------------------------------------
 // writer: appends fields; asserts the constraints that reader checks.
 
-class writer {
+class writer : public byte_writer {
   public:
-    explicit writer(std::string& out) : out_(out) {}
-
-    void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
-    void u16(std::uint16_t v) { put_be(v, 2); }
-    void u32(std::uint32_t v) { put_be(v, 4); }
-    void u64(std::uint64_t v) { put_be(v, 8); }
-    void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
+    using byte_writer::byte_writer;
 
     void operator()(trade_id v) {
         BROKER_ASSERT(v.value >= 1);
@@ -162,43 +152,21 @@ class writer {
     void text(const std::string& v, const text_field& f) {
         BROKER_ASSERT(v.size() >= f.min && v.size() <= f.max);
         u16(static_cast<std::uint16_t>(v.size()));
-        out_.append(v);
+        raw(v);
     }
-
-  private:
-    void put_be(std::uint64_t v, int bytes) {
-        char buf[8];
-        for (int i = 0; i < bytes; ++i) {
-            buf[i] = static_cast<char>((v >> ((bytes - 1 - i) * 8)) & 0xff);
-        }
-        out_.append(buf, static_cast<std::size_t>(bytes));
-    }
-
-    std::string& out_;
 };
 
 // ---------------------------------------------------------------------------------------------
 // reader: bounds-checked; the first failure is remembered and every later read yields zeros, so
 // callers check `failed()` once at the end instead of after every field.
 
-class reader {
+class reader : public byte_reader {
   public:
-    explicit reader(std::string_view bytes) : bytes_(bytes) {}
-
-    [[nodiscard]] bool failed() const { return !error_.empty(); }
-    [[nodiscard]] const std::string& error() const { return error_; }
-    [[nodiscard]] std::size_t remaining() const { return bytes_.size() - pos_; }
-
-    std::uint8_t u8() { return static_cast<std::uint8_t>(get_be(1)); }
-    std::uint16_t u16() { return static_cast<std::uint16_t>(get_be(2)); }
-    std::uint32_t u32() { return static_cast<std::uint32_t>(get_be(4)); }
-    std::uint64_t u64() { return get_be(8); }
-    std::int64_t i64() { return static_cast<std::int64_t>(u64()); }
+    using byte_reader::byte_reader;
 
     void raw(std::uint8_t* out, std::size_t n) {
-        if (!take(n, "bytes")) return;
-        for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(bytes_[pos_ + i]);
-        pos_ += n;
+        const std::string_view bytes = take(n, "bytes");
+        std::copy(bytes.begin(), bytes.end(), out);
     }
 
     void operator()(trade_id& v) {
@@ -230,33 +198,6 @@ class reader {
     void operator()(std::optional<money>& v);
     void operator()(std::vector<position_amount>& ps);
     void text(std::string& v, const text_field& f);
-
-    void fail(std::string what) {
-        if (error_.empty()) error_ = std::move(what);
-    }
-
-  private:
-    bool take(std::size_t n, std::string_view what) {
-        if (failed()) return false;
-        if (remaining() < n) {
-            fail(fmt::format("truncated: {} needs {} bytes, {} left", what, n, remaining()));
-            return false;
-        }
-        return true;
-    }
-    std::uint64_t get_be(std::size_t n) {
-        if (!take(n, "integer")) return 0;
-        std::uint64_t v = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-            v = (v << 8) | static_cast<std::uint8_t>(bytes_[pos_ + i]);
-        }
-        pos_ += n;
-        return v;
-    }
-
-    std::string_view bytes_;
-    std::size_t pos_ = 0;
-    std::string error_;
 };
 
 void reader::operator()(std::optional<money>& v) {
@@ -288,9 +229,8 @@ void reader::text(std::string& v, const text_field& f) {
     if (len < f.min || len > f.max) {
         return fail(fmt::format("{} is {} bytes, allowed {}..{}", f.name, len, f.min, f.max));
     }
-    if (!take(len, f.name)) return;
-    v.assign(bytes_.substr(pos_, len));
-    pos_ += len;
+    const std::string_view bytes = take(len, f.name);
+    if (!failed()) v.assign(bytes);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/assert.h"
+#include "journal/byte_io.h"
 
 namespace broker::journal {
 
@@ -46,68 +47,29 @@ std::uint64_t customer_order_key(std::string_view id) {
     return h;
 }
 
-bool valid_symbol(symbol s) {
-    const auto parsed = parse_symbol(to_string(s));
-    return parsed.has_value() && *parsed == s;
-}
-
-class writer {
+class writer : public byte_writer {
   public:
-    explicit writer(std::string& out) : out_(out) {}
+    using byte_writer::byte_writer;
 
-    void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
-    void u32(std::uint32_t v) { put_be(v, 4); }
-    void u64(std::uint64_t v) { put_be(v, 8); }
-    void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
     void text(std::string_view v) {
         BROKER_ASSERT(v.size() <= std::numeric_limits<std::uint16_t>::max());
-        put_be(v.size(), 2);
-        out_.append(v);
+        u16(static_cast<std::uint16_t>(v.size()));
+        raw(v);
     }
     void count32(std::size_t n) {
         BROKER_ASSERT(n <= std::numeric_limits<std::uint32_t>::max());
         u32(static_cast<std::uint32_t>(n));
     }
-    void raw(std::string_view v) { out_.append(v); }
-
-  private:
-    // One append per field, not one push_back per byte: this runs on the engine thread, over
-    // every field of every customer.
-    void put_be(std::uint64_t v, int n) {
-        char buf[8];
-        for (int i = 0; i < n; ++i) buf[i] = static_cast<char>((v >> (8 * (n - 1 - i))) & 0xff);
-        out_.append(buf, static_cast<std::size_t>(n));
-    }
-    std::string& out_;
 };
 
-// Reads fields; the first failure sticks and every later read returns zeros.
-class reader {
+class reader : public byte_reader {
   public:
-    explicit reader(std::string_view bytes) : bytes_(bytes) {}
+    using byte_reader::byte_reader;
 
-    [[nodiscard]] bool failed() const { return !error_.empty(); }
-    [[nodiscard]] const std::string& error() const { return error_; }
-    [[nodiscard]] std::size_t remaining() const { return bytes_.size() - pos_; }
-
-    std::uint8_t u8() { return static_cast<std::uint8_t>(get_be(1)); }
-    std::uint32_t u32() { return static_cast<std::uint32_t>(get_be(4)); }
-    std::uint64_t u64() { return get_be(8); }
-    std::int64_t i64() { return static_cast<std::int64_t>(u64()); }
-    std::string_view take(std::size_t n) {
-        if (failed()) return {};
-        if (n > remaining()) {
-            fail(fmt::format("{} bytes claimed at offset {} but {} remain", n, pos_, remaining()));
-            return {};
-        }
-        const auto out = bytes_.substr(pos_, n);
-        pos_ += n;
-        return out;
-    }
     std::string text(std::size_t max, std::string_view name) {
-        const auto n = static_cast<std::size_t>(get_be(2));
+        const std::size_t n = u16();
         if (!failed() && n > max) fail(fmt::format("{} of {} bytes", name, n));
-        return std::string(take(n));
+        return std::string(take(n, name));
     }
     // A count of elements of at least `min_size` bytes each, checked against what is left.
     std::size_t count(std::uint64_t n, std::size_t min_size, std::size_t max, std::string_view what) {
@@ -123,21 +85,6 @@ class reader {
         if (!failed() && !valid_symbol(s)) fail(fmt::format("invalid symbol {:#018x}", s.packed));
         return s;
     }
-    void fail(std::string what) {
-        if (!failed()) error_ = std::move(what);
-    }
-
-  private:
-    std::uint64_t get_be(std::size_t n) {
-        const auto bytes = take(n);
-        std::uint64_t v = 0;
-        for (const char c : bytes) v = (v << 8) | static_cast<std::uint8_t>(c);
-        return v;
-    }
-
-    std::string_view bytes_;
-    std::size_t pos_ = 0;
-    std::string error_;
 };
 
 void write_customer(writer& w, const customer& c) {
@@ -317,7 +264,7 @@ result<decoded_snapshot, corruption> decode_snapshot(std::string_view bytes) {
     decoded_snapshot out;
     state& s = out.st;
     s.last_sequence = r.u64();
-    const auto hash = r.take(out.chain_hash.size());
+    const auto hash = r.take(out.chain_hash.size(), "chain hash");
     std::copy(hash.begin(), hash.end(), out.chain_hash.begin());
     s.next_trade_id = r.u64();
     s.trades_total = r.u64();
@@ -345,7 +292,7 @@ result<decoded_snapshot, corruption> decode_snapshot(std::string_view bytes) {
     s.open_trades.reserve(trades);
     std::uint64_t previous_trade = 0;
     for (std::size_t i = 0; i < trades && !r.failed(); ++i) {
-        const auto record = r.take(r.u32());
+        const auto record = r.take(r.u32(), "open trade");
         if (r.failed()) break;
         auto t = decode_trade(record);
         if (!t) {
