@@ -39,6 +39,22 @@ _REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file
 _bin_dir = None
 
 
+# --- sanitizer reports in a process log -------------------------------------------------------------
+
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def sanitizer_reports(path):
+    """Lines of a sanitizer report (ASan, LSan, UBSan) in a log file; none in a normal build."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [ln for ln in text.splitlines() if any(s in ln for s in SANITIZER_REPORTS)]
+
+
 # --- binary locations ------------------------------------------------------------------------------
 
 def strip_bin_dir_arg(argv):

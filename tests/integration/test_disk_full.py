@@ -30,6 +30,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+from harness import sanitizer_reports  # noqa: E402
 from harness import TERMINAL  # noqa: E402
 from test_core import BrokerTestCase, dump_logs_on_failure  # noqa: E402
 
@@ -40,20 +41,6 @@ FIXED_FIELDS = ("trade_id", "customer_id", "client_order_id", "symbol", "side", 
                 "created_at")
 BANNER = "=== [test harness]"
 PROBE = "disk-probe"  # no cash: its BUY is REJECTED at once; its trade id bounds all ids
-
-
-SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                     "SUMMARY: UndefinedBehaviorSanitizer")
-
-
-def sanitizer_reports(path):
-    """Lines of a sanitizer report (ASan, LSan, UBSan) in a log file; none in a normal build."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    return [ln for ln in text.splitlines() if any(s in ln for s in SANITIZER_REPORTS)]
 
 
 def setUpModule():
