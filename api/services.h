@@ -49,7 +49,7 @@ struct trade_update {
     trade snapshot;
 };
 
-// Receives a customer's live updates, in sequence order, on the writer thread right after they
+// Receives a customer's live updates, in sequence order, on the engine thread right after they
 // are durable. It must not block: copy, post to its own executor, return.
 // Updates of one customer from one commit, in sequence order; shared by every subscriber of the
 // customer, so fanning out copies a pointer, not the trades.

@@ -14,6 +14,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "engine/commands.h"
 #include "engine/money.h"
@@ -36,9 +37,16 @@ enum class report_taken {
     retry,    // not taken now (busy, disk full, refused): deliver it again later
 };
 
-// Hands one execution report to the broker in process; `done` is called once with the outcome.
-using report_sink = std::function<void(apply_execution report,
-                                       std::function<void(report_taken)> done)>;
+// One execution report handed to the broker in process; `done` is called once with the outcome,
+// on a thread of the broker's (it must not block).
+struct handover {
+    apply_execution report;
+    std::function<void(report_taken)> done;
+};
+
+// Hands execution reports to the broker in process, several at once where they executed
+// together, so that they cost the broker one wake-up and one journal commit.
+using report_sink = std::function<void(std::vector<handover> reports)>;
 
 // Receives execution reports the gateway learned without a callback: from a status query, or
 // from the exchange refusing an order outright. The node turns them into apply_execution
@@ -52,6 +60,10 @@ public:
     // Sends an order to the exchange. Idempotent by order id: sending the same id again must not
     // execute it twice. Called only after the trade's trade_submitted event is durable.
     virtual void submit(const order& o) = 0;
+    // Sends several orders at once (those made durable by one commit), in order.
+    virtual void submit_all(const std::vector<order>& orders) {
+        for (const auto& o : orders) submit(o);
+    }
     // For a trade the broker believes is at the exchange but has not heard back about (after a
     // restart, or for too long): asks the exchange. Executed -> the report goes to the
     // execution sink; unknown to the exchange -> sent again; still working -> nothing.

@@ -2,8 +2,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
+
+#include <pthread.h>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -31,15 +36,29 @@ std::int64_t unix_ms_now() {
 class simulator final : public gateway {
 public:
     simulator(const simulator_config& config, report_sink sink)
-        : config_(config), sink_(std::move(sink)), rng_(config.seed), quote_timer_(io_) {
+        : config_(config),
+          sink_(std::move(sink)),
+          rng_(config.seed),
+          quote_timer_(io_),
+          execute_timer_(io_) {
         schedule_quotes();
-        thread_ = std::thread([this] { io_.run(); });
+        thread_ = std::thread([this] {
+            pthread_setname_np(pthread_self(), "exchange-sim");  // as top -H and perf show it
+            io_.run();
+        });
     }
 
     ~simulator() override { stop(); }
 
     void submit(const order& o) override {
         net::post(io_, [this, o] { accept(o); });
+    }
+
+    void submit_all(const std::vector<order>& orders) override {
+        if (orders.empty()) return;
+        net::post(io_, [this, orders] {
+            for (const auto& o : orders) accept(o);
+        });
     }
 
     // Orders the simulator still owes a report for are in `accepted_`, and their report will
@@ -73,18 +92,45 @@ private:
         });
     }
 
+    using clock = std::chrono::steady_clock;
+
+    static std::int64_t tick_of(clock::time_point t) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+    }
+
     void accept(const order& o) {
         // Idempotent by order id: a re-sent order is already owed its execution.
-        if (!accepted_.insert(o.id.value).second) return;
+        {
+            std::lock_guard lock(accepted_mutex_);
+            if (!accepted_.insert(o.id.value).second) return;
+        }
         std::uniform_int_distribution<std::int64_t> jitter(0, config_.latency_ms);
-        const auto delay = std::chrono::milliseconds(config_.latency_ms / 2 + jitter(rng_));
-        auto timer = std::make_shared<net::steady_timer>(io_, delay);
-        timer->async_wait([this, o, timer](const boost::system::error_code& ec) {
-            if (!ec) execute(o);
+        // Executions happen on whole-millisecond ticks: every order due in the same millisecond
+        // executes in one wake-up of this thread, and its reports reach the broker together.
+        const std::int64_t due = tick_of(clock::now()) + config_.latency_ms / 2 + jitter(rng_);
+        due_[due].push_back(o);
+        if (!armed_tick_ || due < *armed_tick_) arm(due);
+    }
+
+    void arm(std::int64_t tick) {
+        armed_tick_ = tick;
+        execute_timer_.expires_at(clock::time_point(std::chrono::milliseconds(tick)));
+        execute_timer_.async_wait([this](const boost::system::error_code& ec) {
+            if (ec) return;  // re-armed earlier, or stopping
+            armed_tick_.reset();
+            const std::int64_t now = tick_of(clock::now());
+            std::vector<handover> reports;
+            while (!due_.empty() && due_.begin()->first <= now) {
+                const std::vector<order> orders = std::move(due_.begin()->second);
+                due_.erase(due_.begin());
+                for (const auto& o : orders) reports.push_back(execute(o));
+            }
+            if (!reports.empty()) sink_(std::move(reports));
+            if (!due_.empty()) arm(due_.begin()->first);
         });
     }
 
-    void execute(const order& o) {
+    handover execute(const order& o) {
         const auto price = quote(o.sym);
         std::bernoulli_distribution rejected(config_.reject_rate);
         auto r = std::make_shared<report>();
@@ -107,25 +153,34 @@ private:
         x.exec_id += '-';
         x.exec_id += std::to_string(++exec_counter_);
         x.executed_at = unix_ms_now();
-        deliver(r, std::bernoulli_distribution(config_.duplicate_rate)(rng_));
+        return handover_of(r, std::bernoulli_distribution(config_.duplicate_rate)(rng_));
     }
 
     // Delivers until the broker takes it (at least once), then maybe once more (a duplicate).
     void deliver(std::shared_ptr<report> r, bool duplicate) {
+        std::vector<handover> one;
+        one.push_back(handover_of(std::move(r), duplicate));
+        sink_(std::move(one));
+    }
+
+    handover handover_of(std::shared_ptr<report> r, bool duplicate) {
         ++r->attempts;
-        sink_(r->x, [this, r, duplicate](report_taken taken) {
+        apply_execution x = r->x;
+        return handover{std::move(x), [this, r, duplicate](report_taken taken) {
+            if (taken == report_taken::settled && !duplicate) {
+                // The usual case, answered on the broker's thread without waking this one.
+                std::lock_guard lock(accepted_mutex_);
+                accepted_.erase(r->x.id.value);  // settled: no longer needs remembering
+                return;
+            }
             net::post(io_, [this, r, duplicate, taken] { delivered(r, duplicate, taken); });
-        });
+        }};
     }
 
     void delivered(std::shared_ptr<report> r, bool duplicate, report_taken taken) {
         if (stopped_) return;
         if (taken == report_taken::settled) {
-            if (duplicate) {
-                deliver(r, false);
-            } else {
-                accepted_.erase(r->x.id.value);  // settled: the order no longer needs remembering
-            }
+            deliver(r, false);  // the duplicate (the settled, single case never comes here)
             return;
         }
         if (taken == report_taken::unknown) {
@@ -148,8 +203,12 @@ private:
     net::io_context io_;
     net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(io_);
     net::steady_timer quote_timer_;
+    net::steady_timer execute_timer_;
+    std::map<std::int64_t, std::vector<order>> due_;  // orders by execution tick (ms)
+    std::optional<std::int64_t> armed_tick_;         // the tick execute_timer_ waits for
     market market_;
-    std::unordered_set<std::uint64_t> accepted_;  // orders owed a report; simulator thread only
+    std::mutex accepted_mutex_;
+    std::unordered_set<std::uint64_t> accepted_;  // orders owed a report
     std::uint64_t exec_counter_ = 0;
     std::atomic<bool> stopped_{false};
     std::thread thread_;

@@ -10,8 +10,11 @@
 // Orders live in memory only: after a restart the broker re-sends what is in flight, and the
 // simulator executes it then (re-sends are idempotent by order id while it runs).
 //
-// Thread-safety: one internal thread owns all order state; the public members may be called from
-// any thread.
+// Orders execute on whole-millisecond ticks, and the reports of one tick are handed over together.
+//
+// Thread-safety: one internal thread owns the order state (the set of orders owed a report is
+// also touched, under a mutex, by the broker's thread that settles them); the public members may
+// be called from any thread.
 #pragma once
 
 #include <cstdint>

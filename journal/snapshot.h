@@ -52,7 +52,7 @@ struct decoded_snapshot {
 [[nodiscard]] std::string encode_snapshot(const state& s, const hash256& chain_hash);
 
 // The same in two steps, for the node: the engine thread encodes the state before the journal
-// has hashed its records (chain hash zero, no checksum), and the writer thread seals it once the
+// has hashed its records (chain hash zero, no checksum), and the engine thread seals it once the
 // records are durable and their chain hash is known.
 [[nodiscard]] std::string encode_unsealed_snapshot(const state& s);
 void seal_snapshot(std::string& unsealed, const hash256& chain_hash);

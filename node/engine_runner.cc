@@ -5,6 +5,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include <pthread.h>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -55,9 +57,15 @@ void engine_runner::start(exchange::gateway* gateway) {
         }
     }
     if (reconciled > 0) spdlog::info("reconciling {} trades that were at the exchange", reconciled);
-    engine_thread_ = std::thread([this] { engine_loop(); });
-    writer_thread_ = std::thread([this] { writer_loop(); });
-    maintenance_thread_ = std::thread([this] { maintenance_loop(); });
+    // Named as top -H, perf and /proc show them.
+    engine_thread_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "engine");
+        engine_loop();
+    });
+    maintenance_thread_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "maintenance");
+        maintenance_loop();
+    });
 }
 
 void engine_runner::stop() {
@@ -70,7 +78,6 @@ void engine_runner::stop() {
     maintenance_cv_.notify_all();
     if (maintenance_thread_.joinable()) maintenance_thread_.join();
     if (engine_thread_.joinable()) engine_thread_.join();
-    if (writer_thread_.joinable()) writer_thread_.join();
 }
 
 timestamp_ms engine_runner::now() {
@@ -108,9 +115,11 @@ std::string engine_runner::metrics_text() {
 
 void engine_runner::report(apply_execution x) {
     const std::string id = format_trade_id(x.id);
-    const bool queued = submit(std::move(x), [id](api::outcome o) {
+    std::vector<engine_submission> one;
+    one.push_back(engine_submission{std::move(x), [id](api::outcome o) {
         if (o.code != errc::ok) spdlog::warn("execution report for {} not applied: {}", id, to_string(o.code));
-    });
+    }});
+    const bool queued = submit_from_engine(std::move(one));
     // A full queue loses nothing: the trade stays IN_PROGRESS and the watchdog asks again.
     if (!queued) spdlog::warn("execution report for {} deferred: engine queue full", id);
 }
@@ -192,6 +201,13 @@ bool engine_runner::submit(command c, api::completion done) {
     return enqueue(request{std::move(c), std::move(done)});
 }
 
+bool engine_runner::submit_from_engine(std::vector<engine_submission> all) {
+    std::vector<request> rs;
+    rs.reserve(all.size());
+    for (auto& s : all) rs.push_back(request{std::move(s.what), std::move(s.done), true});
+    return enqueue_all(rs);
+}
+
 bool engine_runner::submit_digest(api::completion done) {
     return enqueue(request{digest_query{}, std::move(done)});
 }
@@ -206,6 +222,19 @@ bool engine_runner::enqueue(request r) {
             return false;
         }
         inbound_.push_back(std::move(r));
+    }
+    inbound_cv_.notify_one();
+    return true;
+}
+
+bool engine_runner::enqueue_all(std::vector<request>& rs) {
+    {
+        std::lock_guard lock(inbound_mutex_);
+        if (stopping_ || storage_full_.load(std::memory_order_relaxed) ||
+            inbound_.size() + rs.size() > config_.inbound_max) {
+            return false;
+        }
+        for (auto& r : rs) inbound_.push_back(std::move(r));
     }
     inbound_cv_.notify_one();
     return true;
@@ -234,26 +263,31 @@ void engine_runner::engine_loop() {
             state_.last_sequence - last_snapshot_sequence_ >= config_.snapshot_every_events) {
             b.snapshot = take_snapshot();
         }
-        {
-            std::unique_lock lock(batches_mutex_);
-            batches_room_cv_.wait(lock, [&] { return batches_.size() < config_.pending_batches_max; });
-            batches_.push_back(std::move(b));
-        }
-        batches_cv_.notify_one();
+        finish(b);
     }
-    // A clean stop leaves a snapshot of the final state, so the next start replays nothing. The
-    // writer stores it after every batch before it is committed.
+    // A clean stop leaves a snapshot of the final state, so the next start replays nothing.
     if (config_.snapshot_every_events > 0 && state_.last_sequence > last_snapshot_sequence_) {
-        batch b;
-        b.snapshot = take_snapshot();
-        std::lock_guard lock(batches_mutex_);
-        batches_.push_back(std::move(b));
+        store_snapshot(take_snapshot());
     }
-    {
-        std::lock_guard lock(batches_mutex_);
-        engine_done_ = true;
+}
+
+void engine_runner::finish(batch& b) {
+    if (!b.writes.events.empty() || !b.writes.changes.empty()) commit(b.writes);
+    // Durable now: the orders go to the exchange, then the answers. One hand-off to the IO
+    // threads per round, not one per reply: the replies are rendered together, and each answer
+    // then goes to its connection's strand.
+    gateway_->submit_all(b.orders);
+    if (!b.replies.empty()) {
+        auto replies = std::make_shared<std::vector<reply>>(std::move(b.replies));
+        post_to_io_([replies] {
+            for (auto& r : *replies) r.done(std::move(r.result));
+        });
     }
-    batches_cv_.notify_one();
+    for (auto& r : b.engine_replies) r.done(std::move(r.result));
+    // Streams see the changes in per-customer sequence order, one batch per customer per round
+    // (a placement and its submission usually share one).
+    publish_changes(b.writes.changes);
+    if (!b.snapshot.empty()) store_snapshot(std::move(b.snapshot));
 }
 
 std::string engine_runner::take_snapshot() {
@@ -297,7 +331,7 @@ void engine_runner::process(request& r, timestamp_ms t, batch& b) {
     } else {
         result = run_command(std::get<command>(r.what), t, b);
     }
-    b.replies.push_back(reply{std::move(r.done), std::move(result)});
+    (r.on_engine ? b.engine_replies : b.replies).push_back(reply{std::move(r.done), std::move(result)});
 }
 
 api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch& b) {
@@ -415,47 +449,6 @@ void engine_runner::publish_changes(std::vector<journal::indexed_change>& change
                                                  std::move(changes[i].change.snapshot)});
         }
         hub_.publish(customer_id, api::update_batch(std::move(updates)));
-    }
-}
-
-void engine_runner::writer_loop() {
-    std::deque<batch> taken;
-    for (;;) {
-        {
-            std::unique_lock lock(batches_mutex_);
-            batches_cv_.wait(lock, [&] { return engine_done_ || !batches_.empty(); });
-            if (batches_.empty()) break;  // the engine is done and everything is written
-            taken.swap(batches_);
-        }
-        batches_room_cv_.notify_all();
-        // Group commit: every pending batch goes into one synced WriteBatch.
-        journal::write_set all;
-        for (auto& b : taken) {
-            for (auto& e : b.writes.events) all.events.push_back(std::move(e));
-            for (auto& tr : b.writes.closed_trades) all.closed_trades.push_back(std::move(tr));
-            for (auto& ch : b.writes.changes) all.changes.push_back(std::move(ch));
-        }
-        if (!all.events.empty() || !all.changes.empty()) commit(all);
-        // One hand-off to the IO threads per group commit, not one per reply: the replies of a
-        // group are rendered together, and each answer then goes to its connection's strand.
-        auto replies = std::make_shared<std::vector<reply>>();
-        for (auto& b : taken) {
-            for (auto& r : b.replies) replies->push_back(std::move(r));
-            for (const auto& o : b.orders) gateway_->submit(o);
-        }
-        if (!replies->empty()) {
-            post_to_io_([replies] {
-                for (auto& r : *replies) r.done(std::move(r.result));
-            });
-        }
-        // Durable now: streams may see these changes, in per-customer sequence order, one
-        // batch per customer per commit (a placement and its submission usually share one).
-        publish_changes(all.changes);
-        // After the commit that made its events durable (this group or an earlier one).
-        for (auto& b : taken) {
-            if (!b.snapshot.empty()) store_snapshot(std::move(b.snapshot));
-        }
-        taken.clear();
     }
 }
 

@@ -1,22 +1,22 @@
-// The engine runner: the engine thread, the journal writer thread, and the queues between them.
+// The engine runner: the engine thread and the queue in front of it.
 //
-//   IO threads --submit--> [inbound queue] --> engine thread: decide + apply, batch by batch
-//                                               |
-//                                               v
-//                                  [batch queue] --> writer thread: one synced WriteBatch for all
-//                                                    pending batches (group commit), then answers
-//                                                    clients and sends orders to the exchange
+//   IO threads, exchange --submit--> [inbound queue] --> engine thread, round by round:
+//     1. takes everything queued (up to batch_max) and decides + applies it;
+//     2. journals the round's events in one synced WriteBatch (group commit: whatever arrived
+//        while the previous round was syncing forms the next round);
+//     3. then, and only then, answers clients, sends orders to the exchange and feeds streams.
 //
-// The engine thread alone owns `state`; it runs ahead of durability, but nothing it decided is
-// visible outside until the writer has made it durable: replies and exchange orders leave only
-// after the commit that holds their events. A failed commit is fatal (the process aborts) because
-// state has moved past what is on disk and nothing of it has been seen outside.
+// One thread for deciding and journaling, not two: a hand-off between threads costs a wake-up
+// (tens of microseconds on a virtual machine) per round, more than deciding a round takes, and
+// the sync itself already groups requests. The engine thread alone owns `state`; it moves ahead
+// of durability only within a round, and nothing of a round is visible outside before its
+// commit. A failed commit is fatal (the process aborts) because state has moved past what is on
+// disk and nothing of it has been seen outside.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -33,8 +33,7 @@ namespace broker::node {
 
 struct runner_config {
     std::size_t inbound_max = 65'536;  // queued requests before clients get 503
-    std::size_t batch_max = 4'096;     // requests decided per engine batch
-    std::size_t pending_batches_max = 64;
+    std::size_t batch_max = 4'096;     // requests decided and committed per engine round
     std::int64_t collar_bps = limits::collar_bps_default;
     // A trade IN_PROGRESS this long without news is reconciled with the exchange.
     std::int64_t watchdog_ms = 5'000;
@@ -71,6 +70,15 @@ public:
     void report(apply_execution x);
 
     [[nodiscard]] bool submit(command c, api::completion done) override;
+    // Like submit, but for callers that are not IO sessions (the embedded exchange): `done`
+    // runs on the engine thread right after the commit instead of on an IO thread, so it must be
+    // quick and must not block or call back into the runner synchronously. Several commands are
+    // queued at once (one wake-up of the engine thread), all or none.
+    struct engine_submission {
+        command what;
+        api::completion done;
+    };
+    [[nodiscard]] bool submit_from_engine(std::vector<engine_submission> all);
     [[nodiscard]] bool submit_digest(api::completion done) override;
     [[nodiscard]] std::optional<trade> find_closed_trade(trade_id id) override;
     [[nodiscard]] std::optional<money> quote(symbol s) override;
@@ -95,23 +103,28 @@ private:
     struct request {
         std::variant<command, digest_query> what;
         api::completion done;
+        bool on_engine = false;  // run `done` on the engine thread, not an IO thread
     };
     struct reply {
         api::completion done;
         api::outcome result;
     };
+    // What one round decided, held back until its commit.
     struct batch {
         journal::write_set writes;
-        std::vector<reply> replies;
+        std::vector<reply> replies;            // posted to the IO threads
+        std::vector<reply> engine_replies;     // run on the engine thread
         std::vector<exchange::order> orders;
-        // The state after this batch, encoded by the engine thread (journal::
-        // encode_unsealed_snapshot); the writer seals and stores it once the batch is durable.
+        // The state after this round (journal::encode_unsealed_snapshot), sealed and stored
+        // once the round is durable.
         std::string snapshot;
     };
 
     [[nodiscard]] bool enqueue(request r);
+    [[nodiscard]] bool enqueue_all(std::vector<request>& rs);
     void engine_loop();
-    void writer_loop();
+    // Commits a round, then releases it: replies, exchange orders, stream updates, snapshot.
+    void finish(batch& b);
     void maintenance_loop();
     void commit(const journal::write_set& all);
     // Hands committed changes to the streams, one batch per customer (moves the snapshots out).
@@ -134,19 +147,13 @@ private:
     std::vector<request> inbound_;
     bool stopping_ = false;
 
-    std::mutex batches_mutex_;
-    std::condition_variable batches_cv_;       // writer waits for batches
-    std::condition_variable batches_room_cv_;  // engine waits for room
-    std::deque<batch> batches_;
-    bool engine_done_ = false;
     // Set while free disk space is under the watermark: new requests are refused (503).
     std::atomic<bool> storage_full_{false};
-    std::atomic<std::uint64_t> committed_sequence_{0};  // for metrics; the writer sets it
+    std::atomic<std::uint64_t> committed_sequence_{0};  // for metrics; the engine thread sets it
     std::atomic<std::uint64_t> commits_{0};
     void watch_disk();
 
     std::thread engine_thread_;
-    std::thread writer_thread_;
     std::thread maintenance_thread_;
     std::mutex maintenance_mutex_;
     std::condition_variable maintenance_cv_;

@@ -1,5 +1,6 @@
 // brokerd: the composition root. Parses the command line, opens and recovers the journal, wires
 // the engine runner, the exchange gateway and the HTTP server, and runs until SIGINT/SIGTERM.
+#include <pthread.h>
 #include <sys/statvfs.h>
 
 #include <csignal>
@@ -232,16 +233,21 @@ int main(int argc, char** argv) {
         // settled (or a repeat) stops delivery, an unknown trade is dropped, anything else is
         // delivered again later.
         gateway = broker::exchange::make_simulated_exchange(
-            opt.sim, [&runner](broker::apply_execution x,
-                               std::function<void(broker::exchange::report_taken)> done) {
+            opt.sim, [&runner](std::vector<broker::exchange::handover> reports) {
                 using broker::exchange::report_taken;
-                auto shared = std::make_shared<std::function<void(report_taken)>>(std::move(done));
-                const bool queued = runner.submit(std::move(x), [shared](broker::api::outcome o) {
-                    (*shared)(o.code == broker::errc::ok ? report_taken::settled
-                              : o.code == broker::errc::trade_not_found ? report_taken::unknown
-                                                                         : report_taken::retry);
-                });
-                if (!queued) (*shared)(report_taken::retry);
+                std::vector<broker::node::engine_runner::engine_submission> all;
+                all.reserve(reports.size());
+                for (auto& h : reports) {
+                    all.push_back({std::move(h.report), [done = h.done](broker::api::outcome o) {
+                                       done(o.code == broker::errc::ok ? report_taken::settled
+                                            : o.code == broker::errc::trade_not_found
+                                                ? report_taken::unknown
+                                                : report_taken::retry);
+                                   }});
+                }
+                if (!runner.submit_from_engine(std::move(all))) {
+                    for (auto& h : reports) h.done(report_taken::retry);
+                }
             });
     } else {
         const auto origin = broker::exchange::parse_http_origin(opt.exchange);
@@ -288,7 +294,12 @@ int main(int argc, char** argv) {
     });
 
     std::vector<std::thread> threads;
-    for (int i = 0; i < opt.io_threads; ++i) threads.emplace_back([&io] { io.run(); });
+    for (int i = 0; i < opt.io_threads; ++i) {
+        threads.emplace_back([&io, i] {
+            pthread_setname_np(pthread_self(), fmt::format("io-{}", i).c_str());
+            io.run();
+        });
+    }
 
     if (opt.demo) {
         broker::node::open_demo_customers(runner, gateway.get());

@@ -1,6 +1,6 @@
 // The stream hub: fans each customer's durable trade updates out to its live WebSocket streams.
 //
-// The writer thread calls `publish` right after a commit, in sequence order; subscribers get each
+// The engine thread calls `publish` right after a commit, in sequence order; subscribers get each
 // update through their sink on that thread and must not block (they copy and post). Subscribe
 // and unsubscribe may be called from any thread.
 #pragma once

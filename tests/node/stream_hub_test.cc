@@ -141,7 +141,7 @@ TEST_CASE("concurrent publish, subscribe and unsubscribe") {
 
     std::atomic<std::uint64_t> churn_calls{0};
     std::vector<std::thread> threads;
-    // The writer thread: one publisher, as in brokerd.
+    // The engine thread: one publisher, as in brokerd.
     threads.emplace_back([&] {
         for (std::uint64_t i = 1; i <= publishes; ++i) {
             hub.publish("alice", update(i, "alice"));

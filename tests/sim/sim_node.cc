@@ -34,7 +34,7 @@ pending_batch sim_node::decide_batch(timestamp_ms now, std::size_t max) {
         reply out = run_command(r.what, now, b);
         b.replies.emplace_back(std::move(r.done), std::move(out));
     }
-    // As engine_runner::engine_loop: the engine thread encodes, the writer stores after commit.
+    // As engine_runner::engine_loop: the snapshot is encoded with the batch and stored after its commit.
     if (config_.snapshot_every_events > 0 &&
         state_.last_sequence - last_snapshot_sequence_ >= config_.snapshot_every_events) {
         b.snapshot = journal::encode_unsealed_snapshot(state_);

@@ -3,12 +3,13 @@
 //
 // engine_runner takes queued requests in batches, runs the real `decide` and `apply` on each,
 // collects the events, the trade changes and the trades that closed into a journal::write_set,
-// commits one or more batches in one synced WriteBatch (group commit), and only then answers the
-// clients and sends orders to the exchange. sim_node does the same steps, but lets the simulator
+// commits them in one synced WriteBatch (group commit), and only then sends orders to the exchange
+// and answers the clients. engine_runner commits each round's batch alone; the simulator may also
+// merge several batches into one commit, a superset of what the node does. sim_node does the same steps, but lets the simulator
 // call them one at a time so that it can stop ("crash") between any two:
 //
-//   decide_batch  -- the engine thread: state moves ahead of the disk
-//   commit        -- the writer thread: store.append of the merged write_set (durable)
+//   decide_batch  -- the engine thread decides a round: state moves ahead of the disk
+//   commit        -- the same thread: store.append of the (merged) write_set (durable)
 //   (dispatch)    -- the simulator delivers the replies and orders of the committed batches
 //
 // The engine code is used as is. What is copied from engine_runner::run_command is only the glue
@@ -95,10 +96,10 @@ class sim_node {
 
     // The engine thread's work on up to `max` queued requests at time `now`.
     [[nodiscard]] pending_batch decide_batch(timestamp_ms now, std::size_t max);
-    // The writer thread's group commit of several batches.
+    // The group commit of one or more batches.
     [[nodiscard]] static journal::write_set merge(const std::vector<pending_batch>& batches);
     [[nodiscard]] result<ok_t, journal::store_error> commit(const journal::write_set& all);
-    // The writer thread after a commit: seals and stores the batches' snapshots.
+    // After a commit: seals and stores the batches' snapshots.
     [[nodiscard]] result<ok_t, journal::store_error> store_snapshots(
         std::vector<pending_batch>& batches);
 

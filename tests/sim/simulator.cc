@@ -279,8 +279,8 @@ class simulation {
         }
     }
 
-    // One round of the engine and writer threads: up to group_max engine batches, one group
-    // commit, then the replies and orders, with a crash possible between any two.
+    // One round of the engine thread: a batch (with faults, up to group_max batches merged), one
+    // group commit, then the orders and replies, with a crash possible between any two.
     void node_cycle(bool faults) {
         if (node_->queued() == 0) return;
         const std::size_t groups = faults
@@ -329,9 +329,9 @@ class simulation {
         dispatch(batches, SIZE_MAX);
     }
 
-    // Sends the orders, then answers the clients, at most `max` of them in all: the writer
-    // submits every order of a group commit and then hands all its replies to the IO threads at
-    // once (engine_runner::writer_loop), so a crash in between has sent orders but no answers.
+    // Sends the orders, then answers the clients, at most `max` of them in all: the engine
+    // thread submits every order of a commit and then hands all its replies to the IO threads at
+    // once (engine_runner::finish), so a crash in between has sent orders but no answers.
     void dispatch(std::vector<pending_batch>& batches, std::size_t max) {
         std::size_t sent = 0;
         for (const auto& b : batches) {
