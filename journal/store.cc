@@ -152,7 +152,7 @@ rocksdb::ColumnFamilyOptions cf_options(key_order order = key_order::any) {
     o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
     // Where keys grow within a prefix, a memtable insert hint per prefix lets each insert start
     // where that prefix's last one ended instead of searching the skip list from the top (most
-    // of the writer's CPU went there). The hints live in the memtable and go with it at flush,
+    // of the commit's CPU went there). The hints live in the memtable and go with it at flush,
     // so their memory is bounded by the memtable's entries. A sequential family needs no hint:
     // the skip list already keeps one for in-order inserts.
     if (order == key_order::per_customer) {
@@ -201,7 +201,7 @@ class chain_checker {
 struct store::impl {
     std::unique_ptr<rocksdb::DB> db;
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    // Owned by the writer thread (append); readers use the tip stored in "meta" instead.
+    // Owned by the engine thread (append); readers use the tip stored in "meta" instead.
     chain_tip tip;
     bool read_only = false;
 
@@ -301,6 +301,18 @@ result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, 
     p->tip = *tip;
     if (auto checked = p->verify_last_record(); !checked) return unexpected{checked.error()};
     return std::unique_ptr<store>(new store(std::move(p)));
+}
+
+store::memory_use store::memory() const {
+    memory_use m;
+    (void)impl_->db->GetAggregatedIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables,
+                                              &m.memtables);
+    (void)impl_->db->GetAggregatedIntProperty(rocksdb::DB::Properties::kEstimateTableReadersMem,
+                                              &m.table_readers);
+    // One cache shared by every family: asked once, not summed.
+    (void)impl_->db->GetIntProperty(impl_->cf(cf_journal), rocksdb::DB::Properties::kBlockCacheUsage,
+                                    &m.block_cache);
+    return m;
 }
 
 std::uint64_t store::last_sequence() const {

@@ -19,7 +19,8 @@
 // one WriteBatch written with sync=true, so thousands of events share one fsync. A failed write is
 // returned as an error; the caller must treat it as fatal (DESIGN: fsync failure is never ignored).
 //
-// Threading: one writer thread calls `append` and `put_snapshot`; any thread may call `find_trade` and `read`
+// Threading: one thread (the engine thread) calls `append` and `put_snapshot`; any thread may call
+// `find_trade` and `read`
 // concurrently (RocksDB reads are thread-safe). Open/recover run before the threads start.
 #pragma once
 
@@ -97,6 +98,15 @@ public:
                                                          std::string_view bytes);
     // Sequences of the stored snapshots, newest first.
     [[nodiscard]] result<std::vector<std::uint64_t>, store_error> snapshot_sequences() const;
+
+    // What RocksDB holds in memory, in bytes, for /metrics: memtables of every family, table
+    // readers outside the block cache, and the shared block cache.
+    struct memory_use {
+        std::uint64_t memtables = 0;
+        std::uint64_t table_readers = 0;
+        std::uint64_t block_cache = 0;
+    };
+    [[nodiscard]] memory_use memory() const;
     // The bytes of one stored snapshot, unverified (decode_snapshot verifies).
     [[nodiscard]] result<std::string, store_error> read_snapshot(std::uint64_t sequence) const;
 

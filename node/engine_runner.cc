@@ -5,6 +5,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include <malloc.h>
 #include <pthread.h>
 
 #include <fmt/format.h>
@@ -98,7 +99,21 @@ std::string engine_runner::metrics_text() {
         std::lock_guard lock(inbound_mutex_);
         queued = inbound_.size();
     }
-    return fmt::format(
+    // Where the resident memory goes: the journal's caches, and what malloc holds in use and
+    // free (free but kept chunks are the heap's fragmentation).
+    const auto db = store_.memory();
+    const struct mallinfo2 heap = mallinfo2();
+    std::string memory = fmt::format(
+        "# HELP broker_memory_bytes Memory held, by part.\n"
+        "# TYPE broker_memory_bytes gauge\n"
+        "broker_memory_bytes{{part=\"journal_memtables\"}} {}\n"
+        "broker_memory_bytes{{part=\"journal_table_readers\"}} {}\n"
+        "broker_memory_bytes{{part=\"journal_block_cache\"}} {}\n"
+        "broker_memory_bytes{{part=\"heap_in_use\"}} {}\n"
+        "broker_memory_bytes{{part=\"heap_free\"}} {}\n",
+        db.memtables, db.table_readers, db.block_cache, heap.uordblks + heap.hblkhd,
+        heap.fordblks);
+    return memory + fmt::format(
         "# HELP broker_journal_sequence Sequence of the last durable journal record.\n"
         "# TYPE broker_journal_sequence gauge\nbroker_journal_sequence {}\n"
         "# HELP broker_journal_commits_total Group commits (synced WriteBatches).\n"

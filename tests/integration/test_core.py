@@ -431,6 +431,44 @@ class CoreTest(BrokerTestCase):
 
     # ------------------------------------------------------------------------------------------
     @dump_logs_on_failure
+    def test_metrics_count_commits_and_show_where_memory_goes(self):
+        b = self.start_broker(["--sim-latency-ms", "1", "--sim-seed", "11"])
+
+        def metrics():
+            st, text = b.request("GET", "/metrics")
+            self.assertEqual(st, 200)
+            if isinstance(text, bytes):
+                text = text.decode()
+            values = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name, value = line.rsplit(" ", 1)
+                    values[name] = float(value)
+            return values
+
+        before = metrics()
+        self.open_customer(b, "metrics-a", "10000.0000")
+        trades = []
+        for _ in range(5):
+            st, body = self.place(b, "metrics-a", "AAPL", "BUY", 1)
+            self.assertEqual(st, 201, body)
+            trades.append(("metrics-a", body["trade_id"]))
+        harness.wait_terminal(b, trades, timeout=30)
+        after = metrics()
+        # Opening the account, five placements and their settlements are all journaled.
+        self.assertGreater(after["broker_journal_sequence"], before["broker_journal_sequence"] + 10)
+        self.assertGreater(after["broker_journal_commits_total"],
+                           before["broker_journal_commits_total"])
+        for part in ("journal_memtables", "journal_table_readers", "journal_block_cache",
+                     "heap_in_use", "heap_free"):
+            self.assertIn('broker_memory_bytes{part="%s"}' % part, after)
+        # The memtables hold what was just written; the heap holds at least the engine state.
+        self.assertGreater(after['broker_memory_bytes{part="journal_memtables"}'],
+                           before['broker_memory_bytes{part="journal_memtables"}'])
+        self.assertGreater(after['broker_memory_bytes{part="heap_in_use"}'], 100_000)
+
+    # ------------------------------------------------------------------------------------------
+    @dump_logs_on_failure
     def test_kill_nine_loses_nothing_acknowledged(self):
         b = self.start_broker(["--sim-latency-ms", "20", "--sim-seed", "99"])
         n_customers, n_threads = 20, 10
