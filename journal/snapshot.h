@@ -51,9 +51,9 @@ struct decoded_snapshot {
 // The snapshot of `s`, taken when journal record s.last_sequence hashed to `chain_hash`.
 [[nodiscard]] std::string encode_snapshot(const state& s, const hash256& chain_hash);
 
-// The same in two steps, for the node: the engine thread encodes the state before the journal
-// has hashed its records (chain hash zero, no checksum), and the engine thread seals it once the
-// records are durable and their chain hash is known.
+// The same in two steps, for the node: a forked copy of the engine encodes the state (chain hash
+// zero, no checksum), and the node's snapshot thread seals it with the chain hash of the record
+// at its sequence, read back from the store.
 [[nodiscard]] std::string encode_unsealed_snapshot(const state& s);
 void seal_snapshot(std::string& unsealed, const hash256& chain_hash);
 

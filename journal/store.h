@@ -19,7 +19,8 @@
 // one WriteBatch written with sync=true, so thousands of events share one fsync. A failed write is
 // returned as an error; the caller must treat it as fatal (DESIGN: fsync failure is never ignored).
 //
-// Threading: one thread (the engine thread) calls `append` and `put_snapshot`; any thread may call
+// Threading: one thread (the engine thread) calls `append`; one thread at a time calls
+// `put_snapshot`, possibly another one, concurrently with `append`; any thread may call
 // `find_trade` and `read`
 // concurrently (RocksDB reads are thread-safe). Open/recover run before the threads start.
 #pragma once
@@ -92,8 +93,9 @@ public:
     [[nodiscard]] result<hash256, store_error> chain_hash_at(std::uint64_t sequence) const;
 
     // Stores a sealed snapshot of the state after record `sequence` and deletes all but the
-    // newest snapshots_kept. Not synced: a snapshot lost in a crash is only a slower start. The
-    // records up to `sequence` must already be durable (asserted against the tip).
+    // newest snapshots_kept. It bypasses the WAL and returns once the snapshot is in a table file
+    // (a flush; a crash before that loses only this snapshot, a slower start). The records up to
+    // `sequence` must already be durable (asserted against the tip).
     [[nodiscard]] result<ok_t, store_error> put_snapshot(std::uint64_t sequence,
                                                          std::string_view bytes);
     // Sequences of the stored snapshots, newest first.

@@ -1,12 +1,19 @@
 #include "node/engine_runner.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <cstring>
 #include <string_view>
 #include <unordered_map>
 
 #include <malloc.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -62,6 +69,10 @@ void engine_runner::start(exchange::gateway* gateway) {
     engine_thread_ = std::thread([this] {
         pthread_setname_np(pthread_self(), "engine");
         engine_loop();
+    });
+    snapshot_thread_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "snapshot");
+        snapshot_loop();
     });
     maintenance_thread_ = std::thread([this] {
         pthread_setname_np(pthread_self(), "maintenance");
@@ -274,13 +285,20 @@ void engine_runner::engine_loop() {
         const timestamp_ms t = now();
         for (auto& r : taken) process(r, t, b);
         taken.clear();
+        finish(b);
         if (config_.snapshot_every_events > 0 &&
             state_.last_sequence - last_snapshot_sequence_ >= config_.snapshot_every_events) {
-            b.snapshot = take_snapshot();
+            start_snapshot();
         }
-        finish(b);
     }
-    // A clean stop leaves a snapshot of the final state, so the next start replays nothing.
+    // The snapshot in progress is stored first; then a clean stop leaves one of the final state,
+    // so the next start replays nothing.
+    {
+        std::lock_guard lock(snapshot_mutex_);
+        snapshot_stop_ = true;
+    }
+    snapshot_cv_.notify_one();
+    if (snapshot_thread_.joinable()) snapshot_thread_.join();
     if (config_.snapshot_every_events > 0 && state_.last_sequence > last_snapshot_sequence_) {
         store_snapshot(take_snapshot());
     }
@@ -302,7 +320,113 @@ void engine_runner::finish(batch& b) {
     // Streams see the changes in per-customer sequence order, one batch per customer per round
     // (a placement and its submission usually share one).
     publish_changes(b.writes.changes);
-    if (!b.snapshot.empty()) store_snapshot(std::move(b.snapshot));
+}
+
+void engine_runner::start_snapshot() {
+    {
+        std::lock_guard lock(snapshot_mutex_);
+        if (snapshot_busy_) return;  // the previous one is still on its way; the next round asks again
+    }
+    // Called between rounds: the state is consistent and durable up to last_sequence.
+    const int fd = memfd_create("brokerd-snapshot", MFD_CLOEXEC);
+    const auto started = std::chrono::steady_clock::now();
+    const pid_t pid = fd < 0 ? -1 : fork();
+    if (pid == 0) encode_in_child(fd);
+    if (pid < 0) {
+        // No child (no memory for the page tables, or no memfd): encode here, pausing the engine.
+        spdlog::warn("snapshot: cannot fork ({}); encoding on the engine thread", std::strerror(errno));
+        if (fd >= 0) close(fd);
+        store_snapshot(take_snapshot());
+        return;
+    }
+    last_snapshot_sequence_ = state_.last_sequence;
+    {
+        std::lock_guard lock(snapshot_mutex_);
+        snapshot_busy_ = true;
+        snapshot_job_ = snapshot_job{pid,
+                                     fd,
+                                     state_.last_sequence,
+                                     state_.customers.size(),
+                                     state_.open_trades.size(),
+                                     started,
+                                     std::chrono::steady_clock::now() - started};
+    }
+    snapshot_cv_.notify_one();
+}
+
+void engine_runner::encode_in_child(int fd) {
+    // The child has only this thread; whatever other threads of the parent held (spdlog's
+    // mutexes, RocksDB's) stays locked here, so it encodes, writes and leaves with _exit, touching
+    // nothing else. The heap is safe: glibc's fork resets malloc's locks in the child.
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+    // Sockets and files stay the parent's alone (a closed connection's FIN must not wait for the
+    // child to exit).
+    if (fd > 3) close_range(3, static_cast<unsigned>(fd) - 1, 0);
+    close_range(static_cast<unsigned>(fd) + 1, ~0U, 0);
+    const std::string bytes = journal::encode_unsealed_snapshot(state_);
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) _exit(1);
+        done += static_cast<std::size_t>(n);
+    }
+    _exit(0);
+}
+
+void engine_runner::snapshot_loop() {
+    for (;;) {
+        snapshot_job job;
+        {
+            std::unique_lock lock(snapshot_mutex_);
+            snapshot_cv_.wait(lock, [&] { return snapshot_job_ || snapshot_stop_; });
+            if (!snapshot_job_) return;
+            job = *snapshot_job_;
+            snapshot_job_.reset();
+        }
+        collect_snapshot(job);
+        std::lock_guard lock(snapshot_mutex_);
+        snapshot_busy_ = false;
+    }
+}
+
+void engine_runner::collect_snapshot(const snapshot_job& job) {
+    int status = 0;
+    while (waitpid(job.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    std::string bytes;
+    bool read_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    struct stat st {};
+    if (read_ok && fstat(job.fd, &st) == 0) {
+        bytes.resize(static_cast<std::size_t>(st.st_size));
+        std::size_t done = 0;
+        while (done < bytes.size()) {
+            const ssize_t n = pread(job.fd, bytes.data() + done, bytes.size() - done,
+                                    static_cast<off_t>(done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            done += static_cast<std::size_t>(n);
+        }
+        read_ok = done == bytes.size() && !bytes.empty();
+    } else {
+        read_ok = false;
+    }
+    close(job.fd);
+    if (!read_ok) {
+        // Losing a snapshot only makes the next start slower.
+        spdlog::warn("snapshot at sequence {} not taken: the encoding process {} {}", job.sequence,
+                     WIFSIGNALED(status) ? "was killed by signal" : "exited with",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        return;
+    }
+    spdlog::info("snapshot at sequence {}: {} customers, {} open trades, {} bytes, encoded in {} ms "
+                 "by a child process (the engine thread paused {} us to fork)",
+                 job.sequence, job.customers, job.open_trades, bytes.size(),
+                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - job.started).count(),
+                 std::chrono::duration_cast<std::chrono::microseconds>(job.fork_pause).count());
+    store_snapshot(std::move(bytes));
 }
 
 std::string engine_runner::take_snapshot() {

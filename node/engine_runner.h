@@ -15,10 +15,12 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -47,7 +49,7 @@ struct runner_config {
     std::uint64_t min_free_disk_bytes = 256ull << 20;
     // The engine thread snapshots its state every this many applied events, and once more on a
     // clean stop, so that a restart replays at most this many events (0: never).
-    std::uint64_t snapshot_every_events = 1'000'000;
+    std::uint64_t snapshot_every_events = 500'000;
 };
 
 // Where completions run: the node posts them to its IO context.
@@ -115,9 +117,16 @@ private:
         std::vector<reply> replies;            // posted to the IO threads
         std::vector<reply> engine_replies;     // run on the engine thread
         std::vector<exchange::order> orders;
-        // The state after this round (journal::encode_unsealed_snapshot), sealed and stored
-        // once the round is durable.
-        std::string snapshot;
+    };
+    // A snapshot being encoded by a forked copy of the process.
+    struct snapshot_job {
+        int pid = -1;
+        int fd = -1;  // memfd the child writes the unsealed snapshot to
+        std::uint64_t sequence = 0;
+        std::size_t customers = 0;
+        std::size_t open_trades = 0;
+        std::chrono::steady_clock::time_point started;
+        std::chrono::steady_clock::duration fork_pause{};  // what the engine thread waited
     };
 
     [[nodiscard]] bool enqueue(request r);
@@ -131,6 +140,12 @@ private:
     void publish_changes(std::vector<journal::indexed_change>& changes);
     [[nodiscard]] std::string take_snapshot();
     void store_snapshot(std::string unsealed);
+    // Snapshots the (durable) state without pausing the engine thread for the encoding: a
+    // forked child, which shares the state copy-on-write, encodes it while the engine goes on.
+    void start_snapshot();
+    [[noreturn]] void encode_in_child(int fd);
+    void snapshot_loop();
+    void collect_snapshot(const snapshot_job& job);
     void process(request& r, timestamp_ms now, batch& b);
     api::outcome run_command(const command& c, timestamp_ms now, batch& b);
 
@@ -154,6 +169,12 @@ private:
     void watch_disk();
 
     std::thread engine_thread_;
+    std::thread snapshot_thread_;
+    std::mutex snapshot_mutex_;
+    std::condition_variable snapshot_cv_;
+    std::optional<snapshot_job> snapshot_job_;  // handed from the engine to the snapshot thread
+    bool snapshot_busy_ = false;  // a child is encoding, or its snapshot is being stored
+    bool snapshot_stop_ = false;
     std::thread maintenance_thread_;
     std::mutex maintenance_mutex_;
     std::condition_variable maintenance_cv_;

@@ -52,7 +52,7 @@ struct options {
     std::int64_t watchdog_ms = 5'000;
     std::int64_t placed_max_age_ms = 300'000;
     std::int64_t min_free_disk_mb = 256;
-    std::uint64_t snapshot_every_events = 1'000'000;
+    std::uint64_t snapshot_every_events = 500'000;
     double rate_limit_per_s = 100;
     double rate_limit_burst = 200;
     broker::api::server_config server;
