@@ -96,6 +96,12 @@ def binary(name):
     return os.path.join(bin_dir(), *rel)
 
 
+def built_with_asan():
+    """Whether the binaries use AddressSanitizer's allocator (then glibc's mallinfo2 reports 0)."""
+    out = subprocess.run(["ldd", binary("brokerd")], capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
 def check_binaries():
     """Raises RuntimeError naming every missing binary."""
     missing = [binary(n) for n in ("brokerd", "brokerctl", "broker-replay")

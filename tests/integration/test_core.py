@@ -462,10 +462,12 @@ class CoreTest(BrokerTestCase):
         for part in ("journal_memtables", "journal_table_readers", "journal_block_cache",
                      "heap_in_use", "heap_free"):
             self.assertIn('broker_memory_bytes{part="%s"}' % part, after)
-        # The memtables hold what was just written; the heap holds at least the engine state.
+        # The memtables hold what was just written; the heap holds at least the engine state
+        # (glibc's figures: under AddressSanitizer its own allocator serves malloc and they are 0).
         self.assertGreater(after['broker_memory_bytes{part="journal_memtables"}'],
                            before['broker_memory_bytes{part="journal_memtables"}'])
-        self.assertGreater(after['broker_memory_bytes{part="heap_in_use"}'], 100_000)
+        if not harness.built_with_asan():
+            self.assertGreater(after['broker_memory_bytes{part="heap_in_use"}'], 100_000)
 
     # ------------------------------------------------------------------------------------------
     @dump_logs_on_failure
