@@ -218,12 +218,19 @@ std::string encode_unsealed_snapshot(const state& s) {
     return out;
 }
 
-void seal_snapshot(std::string& unsealed, const hash256& chain_hash) {
-    BROKER_ASSERT(unsealed.size() >= header_size + 8 + chain_hash.size());
+void seal_snapshot_in_place(std::span<char> buffer, const hash256& chain_hash) {
+    static_assert(snapshot_checksum_size == checksum_size);
+    BROKER_ASSERT(buffer.size() >= header_size + 8 + chain_hash.size() + checksum_size);
+    const std::string_view unsealed(buffer.data(), buffer.size() - checksum_size);
     BROKER_ASSERT(snapshot_sequence(unsealed) != 0 || chain_hash == hash256{});
-    std::copy(chain_hash.begin(), chain_hash.end(), unsealed.begin() + header_size + 8);
+    std::copy(chain_hash.begin(), chain_hash.end(), buffer.begin() + header_size + 8);
     const hash256 sum = sha256(unsealed);
-    unsealed.append(reinterpret_cast<const char*>(sum.data()), sum.size());
+    std::copy(sum.begin(), sum.end(), buffer.end() - checksum_size);
+}
+
+void seal_snapshot(std::string& unsealed, const hash256& chain_hash) {
+    unsealed.resize(unsealed.size() + checksum_size);
+    seal_snapshot_in_place(unsealed, chain_hash);
 }
 
 std::string encode_snapshot(const state& s, const hash256& chain_hash) {

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -56,6 +57,10 @@ struct decoded_snapshot {
 // at its sequence, read back from the store.
 [[nodiscard]] std::string encode_unsealed_snapshot(const state& s);
 void seal_snapshot(std::string& unsealed, const hash256& chain_hash);
+// Sealing in place: `buffer` holds an unsealed snapshot followed by snapshot_checksum_size bytes
+// of room for the checksum (a mapping of the file the encoder wrote, grown by that much).
+inline constexpr std::size_t snapshot_checksum_size = 32;
+void seal_snapshot_in_place(std::span<char> buffer, const hash256& chain_hash);
 
 // The sequence an unsealed or sealed snapshot names, without verifying anything else.
 [[nodiscard]] std::uint64_t snapshot_sequence(std::string_view bytes);

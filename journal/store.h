@@ -93,9 +93,9 @@ public:
     [[nodiscard]] result<hash256, store_error> chain_hash_at(std::uint64_t sequence) const;
 
     // Stores a sealed snapshot of the state after record `sequence` and deletes all but the
-    // newest snapshots_kept. It bypasses the WAL and returns once the snapshot is in a table file
-    // (a flush; a crash before that loses only this snapshot, a slower start). The records up to
-    // `sequence` must already be durable (asserted against the tip).
+    // newest snapshots_kept. It writes a table file of its own and ingests it (no WAL, no
+    // memtable), durable on return; a crash before that loses only this snapshot, a slower
+    // start. The records up to `sequence` must already be durable (asserted against the tip).
     [[nodiscard]] result<ok_t, store_error> put_snapshot(std::uint64_t sequence,
                                                          std::string_view bytes);
     // Sequences of the stored snapshots, newest first.

@@ -395,24 +395,20 @@ void engine_runner::collect_snapshot(const snapshot_job& job) {
     int status = 0;
     while (waitpid(job.pid, &status, 0) < 0 && errno == EINTR) {
     }
-    std::string bytes;
+    // The snapshot is used where the child left it: the memfd, grown by room for the checksum
+    // and mapped, is sealed in place and written to the store from there, never copied whole.
     bool read_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     struct stat st {};
-    if (read_ok && fstat(job.fd, &st) == 0) {
-        bytes.resize(static_cast<std::size_t>(st.st_size));
-        std::size_t done = 0;
-        while (done < bytes.size()) {
-            const ssize_t n = pread(job.fd, bytes.data() + done, bytes.size() - done,
-                                    static_cast<off_t>(done));
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;
-            done += static_cast<std::size_t>(n);
+    std::size_t size = 0;
+    void* mapped = MAP_FAILED;
+    if (read_ok && fstat(job.fd, &st) == 0 && st.st_size > 0) {
+        size = static_cast<std::size_t>(st.st_size) + journal::snapshot_checksum_size;
+        if (ftruncate(job.fd, static_cast<off_t>(size)) == 0) {
+            mapped = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, job.fd, 0);
         }
-        read_ok = done == bytes.size() && !bytes.empty();
-    } else {
-        read_ok = false;
     }
-    close(job.fd);
+    read_ok = read_ok && mapped != MAP_FAILED;
+    close(job.fd);  // the mapping keeps the memory
     if (!read_ok) {
         // Losing a snapshot only makes the next start slower.
         spdlog::warn("snapshot at sequence {} not taken: the encoding process {} {}", job.sequence,
@@ -422,11 +418,12 @@ void engine_runner::collect_snapshot(const snapshot_job& job) {
     }
     spdlog::info("snapshot at sequence {}: {} customers, {} open trades, {} bytes, encoded in {} ms "
                  "by a child process (the engine thread paused {} us to fork)",
-                 job.sequence, job.customers, job.open_trades, bytes.size(),
+                 job.sequence, job.customers, job.open_trades, size - journal::snapshot_checksum_size,
                  std::chrono::duration_cast<std::chrono::milliseconds>(
                      std::chrono::steady_clock::now() - job.started).count(),
                  std::chrono::duration_cast<std::chrono::microseconds>(job.fork_pause).count());
-    store_snapshot(std::move(bytes));
+    store_snapshot(std::span<char>(static_cast<char*>(mapped), size));
+    munmap(mapped, size);
 }
 
 std::string engine_runner::take_snapshot() {
@@ -443,17 +440,22 @@ std::string engine_runner::take_snapshot() {
 }
 
 void engine_runner::store_snapshot(std::string unsealed) {
+    unsealed.resize(unsealed.size() + journal::snapshot_checksum_size);
+    store_snapshot(std::span<char>(unsealed));
+}
+
+void engine_runner::store_snapshot(std::span<char> buffer) {
     // Losing a snapshot only makes the next start slower, so failures here are warnings; a store
     // that cannot write at all fails the next journal commit, which stops the node.
     const auto started = std::chrono::steady_clock::now();
-    const std::uint64_t seq = journal::snapshot_sequence(unsealed);
+    const std::uint64_t seq = journal::snapshot_sequence(std::string_view(buffer.data(), buffer.size()));
     auto hash = store_.chain_hash_at(seq);
     if (!hash) {
         spdlog::warn("snapshot at sequence {} not stored: {}", seq, hash.error().what);
         return;
     }
-    journal::seal_snapshot(unsealed, *hash);
-    if (auto put = store_.put_snapshot(seq, unsealed); !put) {
+    journal::seal_snapshot_in_place(buffer, *hash);
+    if (auto put = store_.put_snapshot(seq, std::string_view(buffer.data(), buffer.size())); !put) {
         spdlog::warn("snapshot at sequence {} not stored: {}", seq, put.error().what);
         return;
     }
