@@ -401,19 +401,30 @@ void engine_runner::collect_snapshot(const snapshot_job& job) {
     struct stat st {};
     std::size_t size = 0;
     void* mapped = MAP_FAILED;
-    if (read_ok && fstat(job.fd, &st) == 0 && st.st_size > 0) {
-        size = static_cast<std::size_t>(st.st_size) + journal::snapshot_checksum_size;
-        if (ftruncate(job.fd, static_cast<off_t>(size)) == 0) {
-            mapped = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, job.fd, 0);
+    int map_error = 0;
+    if (read_ok) {
+        if (fstat(job.fd, &st) == 0 && st.st_size > 0) {
+            size = static_cast<std::size_t>(st.st_size) + journal::snapshot_checksum_size;
+            if (ftruncate(job.fd, static_cast<off_t>(size)) == 0) {
+                mapped = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, job.fd, 0);
+            }
         }
+        if (mapped == MAP_FAILED) map_error = errno != 0 ? errno : EINVAL;
     }
     read_ok = read_ok && mapped != MAP_FAILED;
     close(job.fd);  // the mapping keeps the memory
     if (!read_ok) {
         // Losing a snapshot only makes the next start slower.
-        spdlog::warn("snapshot at sequence {} not taken: the encoding process {} {}", job.sequence,
-                     WIFSIGNALED(status) ? "was killed by signal" : "exited with",
-                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        if (WIFSIGNALED(status)) {
+            spdlog::warn("snapshot at sequence {} not taken: the encoding process was killed by "
+                         "signal {}", job.sequence, WTERMSIG(status));
+        } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            spdlog::warn("snapshot at sequence {} not taken: the encoding process exited with {}",
+                         job.sequence, WEXITSTATUS(status));
+        } else {
+            spdlog::warn("snapshot at sequence {} not taken: its encoding could not be mapped: {}",
+                         job.sequence, std::strerror(map_error));
+        }
         return;
     }
     spdlog::info("snapshot at sequence {}: {} customers, {} open trades, {} bytes, encoded in {} ms "

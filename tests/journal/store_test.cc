@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -532,6 +533,21 @@ struct busy_store {
 };
 
 }  // namespace
+
+TEST_CASE("a snapshot file left by a store interrupted before ingesting it is removed at open") {
+    busy_store b;
+    const auto leftover = fs::path(b.dir.str()) / "snapshot-300.sst.ingest";
+    const auto unrelated = fs::path(b.dir.str()) / "snapshot-notes.txt";
+    std::ofstream(leftover) << "half a table file";
+    std::ofstream(unrelated) << "not the store's";
+    auto s = open_store(b.dir);
+    CHECK_FALSE(fs::exists(leftover));
+    CHECK(fs::exists(unrelated));
+    // The ingested snapshots are untouched.
+    const auto sequences = s->snapshot_sequences();
+    REQUIRE(sequences.has_value());
+    CHECK(*sequences == std::vector<std::uint64_t>{200, 40});
+}
 
 TEST_CASE("recover starts at the newest snapshot and applies only the events after it") {
     busy_store b;
