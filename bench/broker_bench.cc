@@ -245,6 +245,10 @@ struct run_state {
     std::atomic<std::int64_t> awaiting_fills{0};
     std::vector<std::atomic<std::uint64_t>> acks_per_s;
     std::vector<std::atomic<std::uint64_t>> fills_per_s;
+    // Per second of the run, by when the answer came: the slowest acknowledgement and how many
+    // took longer than 2 ms (the latency goal), so a tail can be told apart from a stall.
+    std::vector<std::atomic<std::uint64_t>> max_ack_ns_per_s;
+    std::vector<std::atomic<std::uint64_t>> slow_acks_per_s;
 
     std::mutex rss_mutex;
     std::vector<rss_sample> rss;
@@ -255,6 +259,17 @@ struct run_state {
         if (t < start) return;
         const auto s = static_cast<std::size_t>(seconds_between(start, t));
         if (s < series.size()) series[s].fetch_add(1, std::memory_order_relaxed);
+    }
+
+    void note_ack_latency(time_point t, std::uint64_t ns) {
+        if (t < start) return;
+        const auto s = static_cast<std::size_t>(seconds_between(start, t));
+        if (s >= max_ack_ns_per_s.size()) return;
+        auto& slowest = max_ack_ns_per_s[s];
+        auto seen = slowest.load(std::memory_order_relaxed);
+        while (ns > seen && !slowest.compare_exchange_weak(seen, ns, std::memory_order_relaxed)) {
+        }
+        if (ns > 2'000'000) slow_acks_per_s[s].fetch_add(1, std::memory_order_relaxed);
     }
 
     [[nodiscard]] bool measured(time_point t) const { return t >= measure_from && t < deadline; }
@@ -446,6 +461,7 @@ class http_conn : public std::enable_shared_from_this<http_conn> {
             const auto total = rs_.acks.fetch_add(1, std::memory_order_relaxed) + 1;
             if (rs_.opt.rss_every > 0 && total % rs_.opt.rss_every == 0) rs_.sample_rss(total);
             rs_.count_second(rs_.acks_per_s, now);
+            rs_.note_ack_latency(now, ns_between(due_, now));
             if (rs_.measured(due_)) {
                 ++counts.answered_measured;
                 latency_ns.record(ns_between(due_, now));
@@ -887,6 +903,8 @@ int main(int argc, char** argv) {
         rs.acks_per_s = std::vector<std::atomic<std::uint64_t>>(
             static_cast<std::size_t>(opt.duration_s + opt.drain_s) + 2);
         rs.fills_per_s = std::vector<std::atomic<std::uint64_t>>(rs.acks_per_s.size());
+        rs.max_ack_ns_per_s = std::vector<std::atomic<std::uint64_t>>(rs.acks_per_s.size());
+        rs.slow_acks_per_s = std::vector<std::atomic<std::uint64_t>>(rs.acks_per_s.size());
         rs.start = clock_type::now();
         rs.measure_from = rs.start + std::chrono::duration_cast<clock_type::duration>(
                                          std::chrono::duration<double>(opt.warmup_s));
@@ -956,7 +974,9 @@ int main(int argc, char** argv) {
         const auto f = rs.fills_per_s[s].load();
         if (static_cast<double>(s) >= load_s && a == 0 && f == 0) break;
         if (timeline.size() > 1) timeline += ',';
-        timeline += fmt::format(R"({{"t":{},"acks":{},"fills":{}}})", s, a, f);
+        timeline += fmt::format(R"({{"t":{},"acks":{},"fills":{},"max_ack_ms":{:.3f},"acks_over_2ms":{}}})",
+                                s, a, f, static_cast<double>(rs.max_ack_ns_per_s[s].load()) / 1e6,
+                                rs.slow_acks_per_s[s].load());
     }
     timeline += "]";
 

@@ -122,6 +122,16 @@ rocksdb::DBOptions db_options(bool read_only) {
     // they never leave hundreds of MiB of dirty pages for the kernel to write at once, which
     // would queue every WAL fsync (and so every acknowledgement) behind them.
     o.bytes_per_sync = 1 << 20;
+    // Flushes and compactions are work the acknowledgements never wait for; on a small machine
+    // they compete for the same cores as the engine and HTTP threads, and every time they win a
+    // core an acknowledgement waits. At the lowest CPU priority they run on what is left over.
+    static const bool lowered = [] {
+        auto* env = rocksdb::Env::Default();
+        (void)env->LowerThreadPoolCPUPriority(rocksdb::Env::LOW, rocksdb::CpuPriority::kLow);
+        (void)env->LowerThreadPoolCPUPriority(rocksdb::Env::HIGH, rocksdb::CpuPriority::kLow);
+        return true;
+    }();
+    (void)lowered;
     return o;
 }
 
