@@ -218,19 +218,45 @@ std::string encode_unsealed_snapshot(const state& s) {
     return out;
 }
 
-void seal_snapshot_in_place(std::span<char> buffer, const hash256& chain_hash) {
+snapshot_sealer::snapshot_sealer(const hash256& chain_hash)
+    : chain_hash_(chain_hash), digest_(EVP_MD_CTX_new()) {
     static_assert(snapshot_checksum_size == checksum_size);
-    BROKER_ASSERT(buffer.size() >= header_size + 8 + chain_hash.size() + checksum_size);
-    const std::string_view unsealed(buffer.data(), buffer.size() - checksum_size);
-    BROKER_ASSERT(snapshot_sequence(unsealed) != 0 || chain_hash == hash256{});
-    std::copy(chain_hash.begin(), chain_hash.end(), buffer.begin() + header_size + 8);
-    const hash256 sum = sha256(unsealed);
-    std::copy(sum.begin(), sum.end(), buffer.end() - checksum_size);
+    const bool ok = digest_ != nullptr && EVP_DigestInit_ex(digest_, EVP_sha256(), nullptr) == 1;
+    BROKER_ASSERT(ok);
+}
+
+snapshot_sealer::~snapshot_sealer() { EVP_MD_CTX_free(digest_); }
+
+void snapshot_sealer::add(std::span<char> piece) {
+    // The chain hash field follows the header and the sequence.
+    constexpr std::uint64_t field_begin = header_size + 8;
+    const std::uint64_t field_end = field_begin + chain_hash_.size();
+    const std::uint64_t piece_end = added_ + piece.size();
+    for (std::uint64_t at = std::max(added_, field_begin); at < std::min(piece_end, field_end); ++at) {
+        piece[at - added_] = static_cast<char>(chain_hash_[at - field_begin]);
+    }
+    const bool ok = EVP_DigestUpdate(digest_, piece.data(), piece.size()) == 1;
+    BROKER_ASSERT(ok);
+    added_ = piece_end;
+}
+
+std::array<char, snapshot_checksum_size> snapshot_sealer::finish() {
+    BROKER_ASSERT(added_ >= header_size + 8 + chain_hash_.size());
+    hash256 sum{};
+    unsigned int len = 0;
+    const bool ok = EVP_DigestFinal_ex(digest_, sum.data(), &len) == 1;
+    BROKER_ASSERT(ok && len == sum.size());
+    std::array<char, snapshot_checksum_size> out{};
+    std::copy(sum.begin(), sum.end(), out.begin());
+    return out;
 }
 
 void seal_snapshot(std::string& unsealed, const hash256& chain_hash) {
-    unsealed.resize(unsealed.size() + checksum_size);
-    seal_snapshot_in_place(unsealed, chain_hash);
+    BROKER_ASSERT(snapshot_sequence(unsealed) != 0 || chain_hash == hash256{});
+    snapshot_sealer sealer(chain_hash);
+    sealer.add(unsealed);
+    const auto sum = sealer.finish();
+    unsealed.append(sum.data(), sum.size());
 }
 
 std::string encode_snapshot(const state& s, const hash256& chain_hash) {

@@ -31,6 +31,7 @@
 // has passed check_invariants. Pure functions; safe on any thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -39,6 +40,8 @@
 #include "engine/result.h"
 #include "engine/state.h"
 #include "journal/codec.h"
+
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
 
 namespace broker::journal {
 
@@ -57,10 +60,27 @@ struct decoded_snapshot {
 // at its sequence, read back from the store.
 [[nodiscard]] std::string encode_unsealed_snapshot(const state& s);
 void seal_snapshot(std::string& unsealed, const hash256& chain_hash);
-// Sealing in place: `buffer` holds an unsealed snapshot followed by snapshot_checksum_size bytes
-// of room for the checksum (a mapping of the file the encoder wrote, grown by that much).
+
+// Sealing piece by piece, for a snapshot that is never whole in memory (the node reads what the
+// forked encoder wrote a piece at a time): `add` every piece of the unsealed snapshot in order
+// (the pieces are cut anywhere; the chain hash field is filled in within whichever piece holds
+// it), then `finish` gives the checksum, the snapshot_checksum_size bytes that follow them.
 inline constexpr std::size_t snapshot_checksum_size = 32;
-void seal_snapshot_in_place(std::span<char> buffer, const hash256& chain_hash);
+class snapshot_sealer {
+public:
+    explicit snapshot_sealer(const hash256& chain_hash);
+    ~snapshot_sealer();
+    snapshot_sealer(const snapshot_sealer&) = delete;
+    snapshot_sealer& operator=(const snapshot_sealer&) = delete;
+
+    void add(std::span<char> piece);
+    [[nodiscard]] std::array<char, snapshot_checksum_size> finish();
+
+private:
+    hash256 chain_hash_;
+    std::uint64_t added_ = 0;
+    evp_md_ctx_st* digest_;
+};
 
 // The sequence an unsealed or sealed snapshot names, without verifying anything else.
 [[nodiscard]] std::uint64_t snapshot_sequence(std::string_view bytes);

@@ -15,6 +15,8 @@
 #include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <limits>
+#include <optional>
 #include <string_view>
 #include <utility>
 
@@ -73,6 +75,40 @@ std::optional<std::uint64_t> parse_key(std::string_view bytes) {
 
 std::string_view view(const rocksdb::Slice& s) {
     return {s.data(), s.size()};
+}
+
+// Keys of the "snapshots" family (store.h): a snapshot's pieces, then its head.
+constexpr char snapshot_piece_tag = 'c';
+constexpr char snapshot_head_tag = 'h';
+
+std::string snapshot_key(char tag, std::uint64_t sequence) {
+    return std::string(1, tag) + be_key(sequence);
+}
+
+std::string snapshot_piece_key(std::uint64_t sequence, std::uint32_t piece) {
+    std::string out = snapshot_key(snapshot_piece_tag, sequence);
+    for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((piece >> shift) & 0xff);
+    return out;
+}
+
+// A head's value: how many pieces and bytes the snapshot has.
+struct snapshot_head {
+    std::uint32_t pieces = 0;
+    std::uint64_t bytes = 0;
+};
+
+std::string encode_snapshot_head(const snapshot_head& h) {
+    std::string out;
+    for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((h.pieces >> shift) & 0xff);
+    return out + be_key(h.bytes);
+}
+
+std::optional<snapshot_head> decode_snapshot_head(std::string_view value) {
+    if (value.size() != 4 + 8) return std::nullopt;
+    snapshot_head h;
+    for (const char c : value.substr(0, 4)) h.pieces = (h.pieces << 8) | static_cast<std::uint8_t>(c);
+    h.bytes = *parse_key(value.substr(4));
+    return h;
 }
 
 std::string encode_tip(const chain_tip& tip) {
@@ -462,42 +498,89 @@ result<hash256, store_error> store::chain_hash_at(std::uint64_t sequence) const 
 }
 
 result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, std::string_view bytes) {
+    std::size_t at = 0;
+    return put_snapshot(sequence, [&](std::string& piece) -> result<bool, store_error> {
+        if (at == bytes.size()) return false;
+        const std::size_t n = std::min(snapshot_piece_size, bytes.size() - at);
+        piece.assign(bytes.data() + at, n);
+        at += n;
+        return true;
+    });
+}
+
+result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, const snapshot_source& next) {
     BROKER_ASSERT(sequence >= 1 && sequence <= impl_->durable_sequence.load());
     BROKER_ASSERT(impl_->has_snapshots());
     // A table file of its own, ingested: not through the WAL, where ~100 MB (at 1M customers)
     // would hold up every journal commit queued behind it for a second, nor through a memtable,
-    // which would copy it twice more in memory. Durable once IngestExternalFile returns; a crash
+    // which would copy it whole in memory. Durable once IngestExternalFile returns; a crash
     // before that loses only this snapshot (recovery uses the previous one).
     const std::string path = fmt::format("{}/{}{}{}", impl_->dir, snapshot_file_prefix, sequence,
                                          snapshot_file_suffix);
-    // Uncompressed: the writer holds the whole value as one block, and a compressed copy of it
-    // would be another ~100 MB of memory for a file read once, at start-up.
+    // Uncompressed: a snapshot is read once, at start-up, and compressing it would cost the
+    // writer a second copy of each block.
     rocksdb::Options file_options(db_options(false), cf_options());
     file_options.compression = rocksdb::kNoCompression;
     rocksdb::Status s;
+    std::optional<store_error> source_failed;
     {
-        // Gone before the ingestion, which reads the file back: the writer keeps its block buffer
-        // (the whole snapshot) until destroyed.
         rocksdb::SstFileWriter writer(rocksdb::EnvOptions{}, file_options, impl_->cf(cf_snapshots));
         s = writer.Open(path);
-        if (s.ok()) s = writer.Put(be_key(sequence), rocksdb::Slice(bytes.data(), bytes.size()));
-        if (s.ok()) s = writer.Finish();
+        snapshot_head head;
+        std::string piece;
+        while (s.ok()) {
+            auto more = next(piece);
+            if (!more) {
+                source_failed = more.error();
+                break;
+            }
+            if (!*more) break;
+            BROKER_ASSERT(!piece.empty() && piece.size() <= snapshot_piece_size);
+            BROKER_ASSERT(head.pieces < std::numeric_limits<std::uint32_t>::max());
+            s = writer.Put(snapshot_piece_key(sequence, head.pieces), rocksdb::Slice(piece));
+            ++head.pieces;
+            head.bytes += piece.size();
+        }
+        if (s.ok() && !source_failed) {
+            BROKER_ASSERT(head.pieces > 0);
+            s = writer.Put(snapshot_key(snapshot_head_tag, sequence), encode_snapshot_head(head));
+        }
+        if (s.ok() && !source_failed) s = writer.Finish();
     }
-    if (s.ok()) {
+    if (s.ok() && !source_failed) {
         rocksdb::IngestExternalFileOptions ingest;
         ingest.move_files = true;
         s = impl_->db->IngestExternalFile(impl_->cf(cf_snapshots), {path}, ingest);
     }
     std::error_code ignored;
     std::filesystem::remove(path, ignored);  // moved into the store, or given up
+    if (source_failed) return unexpected{*source_failed};
     if (!s.ok()) return failed(s, fmt::format("storing the snapshot at {}", sequence));
+
     rocksdb::WriteOptions no_wal;  // the deletions may be lost in a crash: a third snapshot kept
     no_wal.disableWAL = true;
     auto sequences = snapshot_sequences();
     if (!sequences) return unexpected{sequences.error()};
     rocksdb::WriteBatch drop;
     for (std::size_t i = snapshots_kept; i < sequences->size(); ++i) {
-        s = drop.Delete(impl_->cf(cf_snapshots), be_key((*sequences)[i]));
+        const std::uint64_t old = (*sequences)[i];
+        s = drop.Delete(impl_->cf(cf_snapshots), snapshot_key(snapshot_head_tag, old));
+        if (s.ok()) {
+            s = drop.DeleteRange(impl_->cf(cf_snapshots), snapshot_key(snapshot_piece_tag, old),
+                                 snapshot_key(snapshot_piece_tag, old + 1));
+        }
+        if (!s.ok()) return failed(s, "batching a snapshot deletion");
+    }
+    // Whole-value snapshots of an older store sort before every piece.
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    const rocksdb::Slice legacy_end(&snapshot_piece_tag, 1);
+    ro.iterate_upper_bound = &legacy_end;
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_snapshots)));
+    it->SeekToFirst();
+    if (!it->status().ok()) return failed(it->status(), "looking for old snapshots");
+    if (it->Valid()) {
+        s = drop.DeleteRange(impl_->cf(cf_snapshots), rocksdb::Slice(), legacy_end);
         if (!s.ok()) return failed(s, "batching a snapshot deletion");
     }
     if (drop.Count() == 0) return ok_v;
@@ -509,14 +592,17 @@ result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, std::strin
 result<std::vector<std::uint64_t>, store_error> store::snapshot_sequences() const {
     std::vector<std::uint64_t> out;
     if (!impl_->has_snapshots()) return out;
-    // A snapshot is one key in a block of its own (~100 MB at 1M customers), and listing keys
-    // reads their blocks: not into the block cache, where each would stay until evicted.
+    // The heads alone, newest first: they sort after every piece, and the lower bound stops the
+    // walk at them (it still reads the block of the last piece once, not into the block cache).
     rocksdb::ReadOptions ro;
     ro.fill_cache = false;
+    const rocksdb::Slice heads_begin(&snapshot_head_tag, 1);
+    ro.iterate_lower_bound = &heads_begin;
     std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_snapshots)));
     for (it->SeekToLast(); it->Valid(); it->Prev()) {
-        const auto seq = parse_key(view(it->key()));
-        if (!seq) return corrupt(fmt::format("snapshot key of {} bytes", it->key().size()));
+        const std::string_view key = view(it->key());
+        const auto seq = !key.empty() && key.front() == snapshot_head_tag ? parse_key(key.substr(1)) : std::nullopt;
+        if (!seq) return corrupt(fmt::format("snapshot key of {} bytes", key.size()));
         out.push_back(*seq);
     }
     if (!it->status().ok()) return failed(it->status(), "listing snapshots");
@@ -524,15 +610,38 @@ result<std::vector<std::uint64_t>, store_error> store::snapshot_sequences() cons
 }
 
 result<std::string, store_error> store::read_snapshot(std::uint64_t sequence) const {
-    std::string value;
     if (!impl_->has_snapshots()) return corrupt(fmt::format("no snapshot at {}", sequence));
     rocksdb::ReadOptions ro;
     ro.verify_checksums = true;
     ro.fill_cache = false;  // read once, at start-up
-    const auto s = impl_->db->Get(ro, impl_->cf(cf_snapshots), be_key(sequence), &value);
+    std::string value;
+    auto s = impl_->db->Get(ro, impl_->cf(cf_snapshots), snapshot_key(snapshot_head_tag, sequence),
+                            &value);
     if (s.IsNotFound()) return corrupt(fmt::format("no snapshot at {}", sequence));
     if (!s.ok()) return failed(s, fmt::format("reading the snapshot at {}", sequence));
-    return value;
+    const auto head = decode_snapshot_head(value);
+    if (!head) return corrupt(fmt::format("snapshot at {}: head of {} bytes", sequence, value.size()));
+    std::string out;  // not reserved by the head's count: that is not verified yet
+    const std::string begin = snapshot_key(snapshot_piece_tag, sequence);
+    const std::string end = snapshot_key(snapshot_piece_tag, sequence + 1);
+    const rocksdb::Slice lower(begin);
+    const rocksdb::Slice upper(end);
+    ro.iterate_lower_bound = &lower;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_snapshots)));
+    std::uint32_t pieces = 0;
+    for (it->Seek(lower); it->Valid(); it->Next(), ++pieces) {
+        if (view(it->key()) != snapshot_piece_key(sequence, pieces)) {
+            return corrupt(fmt::format("snapshot at {}: piece {} missing", sequence, pieces));
+        }
+        out.append(it->value().data(), it->value().size());
+    }
+    if (!it->status().ok()) return failed(it->status(), fmt::format("reading the snapshot at {}", sequence));
+    if (pieces != head->pieces || out.size() != head->bytes) {
+        return corrupt(fmt::format("snapshot at {}: {} pieces of {} bytes, its head says {} of {}",
+                                   sequence, pieces, out.size(), head->pieces, head->bytes));
+    }
+    return out;
 }
 
 result<std::optional<trade>, store_error> store::find_trade(trade_id id) const {

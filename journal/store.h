@@ -8,10 +8,14 @@
 //   "client_orders"      -- key: customer_id 0x00 client_order_id; value: trade_id (u64 BE)
 //   "updates"            -- key: customer_id 0x00 update sequence (u64 BE); value: the trade as
 //                           that change left it (the WebSocket stream's durable backlog)
-//   "snapshots"          -- key: sequence as u64 big-endian; value: the engine state after that
-//                           record (snapshot.h). Derived data, written apart from the journal's
-//                           batches and only once the records up to its sequence are durable; the
-//                           newest `snapshots_kept` are kept.
+//   "snapshots"          -- the engine state after a record (snapshot.h), in pieces:
+//                           'c' sequence(u64 BE) piece(u32 BE) -> at most snapshot_piece_size bytes
+//                           'h' sequence(u64 BE) -> pieces(u32 BE) bytes(u64 BE), after the pieces
+//                           Derived data, written apart from the journal's batches and only once
+//                           the records up to its sequence are durable; the newest
+//                           `snapshots_kept` are kept. (Stores written before pieces held a
+//                           snapshot as one value under the bare sequence; those are not read, and
+//                           are deleted when the next snapshot is stored.)
 // Customer ids never contain 0x00 (engine valid_customer_id), so prefixes cannot collide. All
 // indexes are written in the same WriteBatch as the events they derive from.
 //
@@ -42,6 +46,10 @@ namespace broker::journal {
 // Snapshots kept: the newest is the one recovery tries first, the one before it is the fallback
 // when the newest turns out bad.
 inline constexpr std::size_t snapshots_kept = 2;
+// The largest piece of a stored snapshot: RocksDB writes and reads a value as one block, so a
+// snapshot in pieces is never more than a piece at a time in its memory (one whole value was
+// ~100 MB at 1M customers, copied into the writer's block and read back at ingestion).
+inline constexpr std::size_t snapshot_piece_size = 1 << 20;
 
 struct store_error {
     std::string what;
@@ -98,6 +106,11 @@ public:
     // start. The records up to `sequence` must already be durable (asserted against the tip).
     [[nodiscard]] result<ok_t, store_error> put_snapshot(std::uint64_t sequence,
                                                          std::string_view bytes);
+    // The same for a snapshot that is never whole in memory: `next` puts the next piece (1 to
+    // snapshot_piece_size bytes) in `piece` and returns true, or returns false after the last.
+    using snapshot_source = std::function<result<bool, store_error>(std::string& piece)>;
+    [[nodiscard]] result<ok_t, store_error> put_snapshot(std::uint64_t sequence,
+                                                         const snapshot_source& next);
     // Sequences of the stored snapshots, newest first.
     [[nodiscard]] result<std::vector<std::uint64_t>, store_error> snapshot_sequences() const;
 

@@ -395,25 +395,8 @@ void engine_runner::collect_snapshot(const snapshot_job& job) {
     int status = 0;
     while (waitpid(job.pid, &status, 0) < 0 && errno == EINTR) {
     }
-    // The snapshot is used where the child left it: the memfd, grown by room for the checksum
-    // and mapped, is sealed in place and written to the store from there, never copied whole.
-    bool read_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     struct stat st {};
-    std::size_t size = 0;
-    void* mapped = MAP_FAILED;
-    int map_error = 0;
-    if (read_ok) {
-        if (fstat(job.fd, &st) == 0 && st.st_size > 0) {
-            size = static_cast<std::size_t>(st.st_size) + journal::snapshot_checksum_size;
-            if (ftruncate(job.fd, static_cast<off_t>(size)) == 0) {
-                mapped = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, job.fd, 0);
-            }
-        }
-        if (mapped == MAP_FAILED) map_error = errno != 0 ? errno : EINVAL;
-    }
-    read_ok = read_ok && mapped != MAP_FAILED;
-    close(job.fd);  // the mapping keeps the memory
-    if (!read_ok) {
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || fstat(job.fd, &st) != 0) {
         // Losing a snapshot only makes the next start slower.
         if (WIFSIGNALED(status)) {
             spdlog::warn("snapshot at sequence {} not taken: the encoding process was killed by "
@@ -422,19 +405,36 @@ void engine_runner::collect_snapshot(const snapshot_job& job) {
             spdlog::warn("snapshot at sequence {} not taken: the encoding process exited with {}",
                          job.sequence, WEXITSTATUS(status));
         } else {
-            spdlog::warn("snapshot at sequence {} not taken: its encoding could not be mapped: {}",
-                         job.sequence, std::strerror(map_error));
+            spdlog::warn("snapshot at sequence {} not taken: its encoding cannot be read: {}",
+                         job.sequence, std::strerror(errno));
         }
+        close(job.fd);
         return;
     }
     spdlog::info("snapshot at sequence {}: {} customers, {} open trades, {} bytes, encoded in {} ms "
                  "by a child process (the engine thread paused {} us to fork)",
-                 job.sequence, job.customers, job.open_trades, size - journal::snapshot_checksum_size,
+                 job.sequence, job.customers, job.open_trades, st.st_size,
                  std::chrono::duration_cast<std::chrono::milliseconds>(
                      std::chrono::steady_clock::now() - job.started).count(),
                  std::chrono::duration_cast<std::chrono::microseconds>(job.fork_pause).count());
-    store_snapshot(std::span<char>(static_cast<char*>(mapped), size));
-    munmap(mapped, size);
+    // Read from the child's memfd a piece at a time, never mapped or copied whole: the memfd's
+    // pages would otherwise count in this process's memory while the snapshot is stored.
+    off_t offset = 0;
+    store_snapshot(job.sequence, [&](std::string& piece) -> result<bool, journal::store_error> {
+        piece.resize(journal::snapshot_piece_size);
+        for (;;) {
+            const ssize_t n = pread(job.fd, piece.data(), piece.size(), offset);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+                return unexpected{journal::store_error{
+                    fmt::format("reading the encoding process's output: {}", std::strerror(errno))}};
+            }
+            piece.resize(static_cast<std::size_t>(n));
+            offset += n;
+            return n > 0;
+        }
+    });
+    close(job.fd);
 }
 
 std::string engine_runner::take_snapshot() {
@@ -451,22 +451,42 @@ std::string engine_runner::take_snapshot() {
 }
 
 void engine_runner::store_snapshot(std::string unsealed) {
-    unsealed.resize(unsealed.size() + journal::snapshot_checksum_size);
-    store_snapshot(std::span<char>(unsealed));
+    const std::uint64_t seq = journal::snapshot_sequence(unsealed);
+    std::size_t at = 0;
+    store_snapshot(seq, [&](std::string& piece) -> result<bool, journal::store_error> {
+        const std::size_t n = std::min(journal::snapshot_piece_size, unsealed.size() - at);
+        piece.assign(unsealed, at, n);
+        at += n;
+        return n > 0;
+    });
 }
 
-void engine_runner::store_snapshot(std::span<char> buffer) {
+void engine_runner::store_snapshot(std::uint64_t seq, const journal::store::snapshot_source& unsealed) {
     // Losing a snapshot only makes the next start slower, so failures here are warnings; a store
     // that cannot write at all fails the next journal commit, which stops the node.
     const auto started = std::chrono::steady_clock::now();
-    const std::uint64_t seq = journal::snapshot_sequence(std::string_view(buffer.data(), buffer.size()));
     auto hash = store_.chain_hash_at(seq);
     if (!hash) {
         spdlog::warn("snapshot at sequence {} not stored: {}", seq, hash.error().what);
         return;
     }
-    journal::seal_snapshot_in_place(buffer, *hash);
-    if (auto put = store_.put_snapshot(seq, std::string_view(buffer.data(), buffer.size())); !put) {
+    // Sealed on the way into the store; the checksum is the last piece.
+    journal::snapshot_sealer sealer(*hash);
+    bool sealed = false;
+    auto pieces = [&](std::string& piece) -> result<bool, journal::store_error> {
+        if (sealed) return false;
+        auto more = unsealed(piece);
+        if (!more) return more;
+        if (*more) {
+            sealer.add(piece);
+            return true;
+        }
+        const auto sum = sealer.finish();
+        piece.assign(sum.data(), sum.size());
+        sealed = true;
+        return true;
+    };
+    if (auto put = store_.put_snapshot(seq, pieces); !put) {
         spdlog::warn("snapshot at sequence {} not stored: {}", seq, put.error().what);
         return;
     }

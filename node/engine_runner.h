@@ -140,9 +140,9 @@ private:
     // Hands committed changes to the streams, one batch per customer (moves the snapshots out).
     void publish_changes(std::vector<journal::indexed_change>& changes);
     [[nodiscard]] std::string take_snapshot();
-    // Seals and stores an unsealed snapshot followed by journal::snapshot_checksum_size bytes
-    // of room for its checksum.
-    void store_snapshot(std::span<char> buffer);
+    // Seals and stores the unsealed snapshot of the state after record `sequence`, given piece
+    // by piece (journal::store::snapshot_source), or whole.
+    void store_snapshot(std::uint64_t sequence, const journal::store::snapshot_source& unsealed);
     void store_snapshot(std::string unsealed);
     // Snapshots the (durable) state without pausing the engine thread for the encoding: a
     // forked child, which shares the state copy-on-write, encodes it while the engine goes on.

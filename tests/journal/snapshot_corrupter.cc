@@ -1,4 +1,5 @@
-// snapshot_corrupter DATA_DIR: flips one byte in the middle of the newest stored snapshot, as a
+// snapshot_corrupter DATA_DIR: flips one byte in the middle of the newest stored snapshot (in its
+// middle piece), as a
 // broken disk would, for tests/integration/test_snapshots.py. Run only on a stopped brokerd's
 // data dir. Exit status 0 when a snapshot was damaged.
 #include <rocksdb/db.h>
@@ -24,11 +25,19 @@ int main(int argc, char** argv) {
     int rc = 1;
     for (std::size_t i = 0; i < names.size(); ++i) {
         if (names[i] != "snapshots") continue;
+        // The newest snapshot's head sorts last ('h' sequence); its pieces are 'c' sequence n.
         std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions{}, handles[i]));
         it->SeekToLast();
-        if (!it->Valid()) break;
-        const std::string key = it->key().ToString();
-        std::string value = it->value().ToString();
+        if (!it->Valid() || it->key().size() != 9 || it->key()[0] != 'h') break;
+        const std::string prefix = "c" + it->key().ToString().substr(1);
+        std::vector<std::string> pieces;
+        for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+            pieces.push_back(it->key().ToString());
+        }
+        if (pieces.empty()) break;
+        const std::string key = pieces[pieces.size() / 2];
+        std::string value;
+        if (!db->Get(rocksdb::ReadOptions{}, handles[i], key, &value).ok() || value.empty()) break;
         it.reset();
         value[value.size() / 2] = static_cast<char>(value[value.size() / 2] ^ 0x20);
         if (db->Put(rocksdb::WriteOptions{}, handles[i], key, value).ok()) rc = 0;

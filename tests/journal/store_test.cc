@@ -91,6 +91,12 @@ class raw_db {
     void put(int cf, const std::string& k, const std::string& v) {
         REQUIRE(db_->Put(rocksdb::WriteOptions{}, handles_.at(cf), k, v).ok());
     }
+    bool missing(int cf, const std::string& k) {
+        std::string v;
+        const auto s = db_->Get(rocksdb::ReadOptions{}, handles_.at(cf), k, &v);
+        REQUIRE((s.ok() || s.IsNotFound()));
+        return s.IsNotFound();
+    }
     void del(int cf, const std::string& k) {
         REQUIRE(db_->Delete(rocksdb::WriteOptions{}, handles_.at(cf), k).ok());
     }
@@ -508,6 +514,14 @@ namespace {
 
 constexpr int snapshots_cf = 7;
 
+// Keys of the "snapshots" family (store.h).
+std::string head_key(std::uint64_t seq) { return "h" + key(seq); }
+std::string piece_key(std::uint64_t seq, std::uint32_t piece) {
+    std::string out = "c" + key(seq);
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(piece >> shift));
+    return out;
+}
+
 // Stores the snapshot of the state after the first `n` events, as the node does.
 void snapshot_at(store& s, const std::vector<event>& events, std::size_t n) {
     testing::live_state live;
@@ -574,9 +588,9 @@ TEST_CASE("a corrupt newest snapshot falls back to the older one, then to a full
     busy_store b;
     {
         raw_db raw(b.dir.str());
-        std::string newest = raw.get(snapshots_cf, key(200));
+        std::string newest = raw.get(snapshots_cf, piece_key(200, 0));
         newest[newest.size() / 2] = static_cast<char>(newest[newest.size() / 2] ^ 0x04);
-        raw.put(snapshots_cf, key(200), newest);
+        raw.put(snapshots_cf, piece_key(200, 0), newest);
     }
     {
         auto s = open_store(b.dir);
@@ -591,14 +605,16 @@ TEST_CASE("a corrupt newest snapshot falls back to the older one, then to a full
     }
     {
         raw_db raw(b.dir.str());
-        raw.put(snapshots_cf, key(40), raw.get(snapshots_cf, key(40)).substr(0, 100));
+        raw.put(snapshots_cf, piece_key(40, 0), raw.get(snapshots_cf, piece_key(40, 0)).substr(0, 100));
     }
     auto s = open_store(b.dir);
     recovery_report report;
     const auto st = recover(*s, &report);
     REQUIRE(st.has_value());
     CHECK(report.snapshot_sequence == 0);
-    CHECK(report.warnings.size() == 2);
+    REQUIRE(report.warnings.size() == 2);
+    CHECK(report.warnings[1].find("snapshot at 40 refused: snapshot at 40: 1 pieces of 100 bytes") !=
+          std::string::npos);
     CHECK(report.events_applied == b.events.size());
     CHECK(state_digest(*st) == b.digest);
 }
@@ -628,8 +644,10 @@ TEST_CASE("a snapshot stored under the wrong key or beyond the journal tip is re
     busy_store b;
     {
         raw_db raw(b.dir.str());
-        raw.put(snapshots_cf, key(210), raw.get(snapshots_cf, key(200)));
-        raw.put(snapshots_cf, key(b.events.size() + 5), raw.get(snapshots_cf, key(200)));
+        for (const std::uint64_t other : {std::uint64_t{210}, b.events.size() + 5}) {
+            raw.put(snapshots_cf, piece_key(other, 0), raw.get(snapshots_cf, piece_key(200, 0)));
+            raw.put(snapshots_cf, head_key(other), raw.get(snapshots_cf, head_key(200)));
+        }
     }
     auto s = open_store(b.dir);
     recovery_report report;
@@ -640,6 +658,112 @@ TEST_CASE("a snapshot stored under the wrong key or beyond the journal tip is re
     CHECK(report.warnings[0].find("beyond the journal tip") != std::string::npos);
     CHECK(report.warnings[1].find("stored under 210 but names 200") != std::string::npos);
     CHECK(state_digest(*st) == b.digest);
+}
+
+TEST_CASE("a snapshot is stored in pieces of at most snapshot_piece_size and read back whole") {
+    busy_store b;
+    auto s = open_store(b.dir);
+    // The store does not decode what it keeps: any bytes show the pieces.
+    std::string bytes(2 * snapshot_piece_size + 12345, '\0');
+    for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7 + i / 251);
+    REQUIRE(s->put_snapshot(250, bytes).has_value());
+    // Given by a source in uneven pieces, they are kept as given.
+    std::size_t at = 0;
+    const std::size_t sizes[] = {1, snapshot_piece_size, 77};
+    std::size_t next = 0;
+    const auto put = s->put_snapshot(260, [&](std::string& piece) -> result<bool, store_error> {
+        if (next == std::size(sizes)) return false;
+        piece = bytes.substr(at, sizes[next]);
+        at += sizes[next++];
+        return true;
+    });
+    REQUIRE(put.has_value());
+    CHECK(*s->snapshot_sequences() == std::vector<std::uint64_t>{260, 250});
+    CHECK(*s->read_snapshot(250) == bytes);
+    CHECK(*s->read_snapshot(260) == bytes.substr(0, 1 + snapshot_piece_size + 77));
+    s.reset();
+    raw_db raw(b.dir.str());
+    CHECK(raw.get(snapshots_cf, piece_key(250, 0)).size() == snapshot_piece_size);
+    CHECK(raw.get(snapshots_cf, piece_key(250, 2)).size() == 12345);
+    CHECK(raw.get(snapshots_cf, piece_key(260, 0)).size() == 1);
+    CHECK(raw.get(snapshots_cf, piece_key(260, 2)).size() == 77);
+}
+
+TEST_CASE("a snapshot with a piece missing is refused, and recovery uses the one before") {
+    busy_store b;
+    {
+        auto s = open_store(b.dir);
+        std::string bytes(3 * snapshot_piece_size, 'x');
+        REQUIRE(s->put_snapshot(250, bytes).has_value());
+    }
+    {
+        raw_db raw(b.dir.str());
+        raw.del(snapshots_cf, piece_key(250, 1));
+    }
+    {
+        auto s = open_store(b.dir);
+        const auto read = s->read_snapshot(250);
+        REQUIRE_FALSE(read.has_value());
+        CHECK(read.error().corruption);
+        CHECK(read.error().what == "snapshot at 250: piece 1 missing");
+    }
+    {
+        // The last piece gone: the count in the head gives it away.
+        raw_db raw(b.dir.str());
+        raw.put(snapshots_cf, piece_key(250, 1), std::string(snapshot_piece_size, 'x'));
+        raw.del(snapshots_cf, piece_key(250, 2));
+    }
+    auto s = open_store(b.dir);
+    const auto read = s->read_snapshot(250);
+    REQUIRE_FALSE(read.has_value());
+    CHECK(read.error().what.find("2 pieces of 2097152 bytes, its head says 3 of 3145728") !=
+          std::string::npos);
+    recovery_report report;
+    const auto st = recover(*s, &report);
+    REQUIRE(st.has_value());
+    CHECK(report.snapshot_sequence == 200);
+    CHECK(state_digest(*st) == b.digest);
+}
+
+TEST_CASE("a snapshot whose head is damaged is refused without trusting its counts") {
+    busy_store b;
+    {
+        raw_db raw(b.dir.str());
+        // Claims 2^32-1 pieces of 2^64-1 bytes: nothing may be sized by it.
+        raw.put(snapshots_cf, head_key(200), std::string(12, '\xff'));
+        raw.put(snapshots_cf, head_key(40), "short");
+    }
+    auto s = open_store(b.dir);
+    const auto read = s->read_snapshot(200);
+    REQUIRE_FALSE(read.has_value());
+    CHECK(read.error().corruption);
+    recovery_report report;
+    const auto st = recover(*s, &report);
+    REQUIRE(st.has_value());
+    CHECK(report.snapshot_sequence == 0);
+    REQUIRE(report.warnings.size() == 2);
+    CHECK(report.warnings[0].find("its head says 4294967295 of 18446744073709551615") !=
+          std::string::npos);
+    CHECK(report.warnings[1].find("snapshot at 40: head of 5 bytes") != std::string::npos);
+    CHECK(state_digest(*st) == b.digest);
+}
+
+TEST_CASE("a whole-value snapshot of an older store is not listed, and goes with the next store") {
+    busy_store b;
+    {
+        raw_db raw(b.dir.str());
+        raw.put(snapshots_cf, key(230), raw.get(snapshots_cf, piece_key(200, 0)));
+    }
+    auto s = open_store(b.dir);
+    CHECK(*s->snapshot_sequences() == std::vector<std::uint64_t>{200, 40});
+    snapshot_at(*s, b.events, 260);
+    CHECK(*s->snapshot_sequences() == std::vector<std::uint64_t>{260, 200});
+    s.reset();
+    raw_db raw(b.dir.str());
+    CHECK(raw.missing(snapshots_cf, key(230)));
+    CHECK(raw.missing(snapshots_cf, head_key(40)));
+    CHECK(raw.missing(snapshots_cf, piece_key(40, 0)));
+    CHECK_FALSE(raw.missing(snapshots_cf, piece_key(200, 0)));
 }
 
 TEST_CASE("journal damage after a snapshot still fails recovery") {
