@@ -77,16 +77,14 @@ std::string_view view(const rocksdb::Slice& s) {
     return {s.data(), s.size()};
 }
 
-// Keys of the "snapshots" family (store.h): a snapshot's pieces, then its head.
+// Keys of the "snapshots" family (store.h): by sequence, a snapshot's pieces, then its head.
 constexpr char snapshot_piece_tag = 'c';
 constexpr char snapshot_head_tag = 'h';
 
-std::string snapshot_key(char tag, std::uint64_t sequence) {
-    return std::string(1, tag) + be_key(sequence);
-}
+std::string snapshot_key(std::uint64_t sequence, char tag) { return be_key(sequence) + tag; }
 
 std::string snapshot_piece_key(std::uint64_t sequence, std::uint32_t piece) {
-    std::string out = snapshot_key(snapshot_piece_tag, sequence);
+    std::string out = snapshot_key(sequence, snapshot_piece_tag);
     for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((piece >> shift) & 0xff);
     return out;
 }
@@ -497,6 +495,45 @@ result<hash256, store_error> store::chain_hash_at(std::uint64_t sequence) const 
     return chain_hash(rec->prev_hash, value);
 }
 
+namespace {
+
+// What the "snapshots" family holds: the heads, newest first, and keys that belong to no
+// snapshot (whole-value snapshots of an older store, pieces without a head).
+struct snapshot_listing {
+    std::vector<std::uint64_t> heads;
+    std::vector<std::string> strays;
+};
+
+result<snapshot_listing, store_error> list_snapshots(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* cf) {
+    // From the newest head straight to the one before (the key before a snapshot's first piece),
+    // so that only heads are read, not the blocks of the pieces (and not into the block cache).
+    snapshot_listing out;
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(db.NewIterator(ro, cf));
+    it->SeekToLast();
+    while (it->Valid()) {
+        const std::string_view key = view(it->key());
+        const auto seq = key.size() >= 8 ? parse_key(key.substr(0, 8)) : std::nullopt;
+        if (seq && key.size() == 9 && key[8] == snapshot_head_tag) {
+            out.heads.push_back(*seq);
+            it->SeekForPrev(snapshot_key(*seq, snapshot_piece_tag));
+        } else if (seq && key.size() == 8) {
+            out.strays.emplace_back(key);
+            it->Prev();
+        } else if (seq && key.size() == 13 && key[8] == snapshot_piece_tag) {
+            out.strays.emplace_back(key);
+            it->SeekForPrev(snapshot_key(*seq, snapshot_piece_tag));
+        } else {
+            return corrupt(fmt::format("snapshot key of {} bytes", key.size()));
+        }
+    }
+    if (!it->status().ok()) return failed(it->status(), "listing snapshots");
+    return out;
+}
+
+}  // namespace
+
 result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, std::string_view bytes) {
     std::size_t at = 0;
     return put_snapshot(sequence, [&](std::string& piece) -> result<bool, store_error> {
@@ -543,7 +580,7 @@ result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, const snap
         }
         if (s.ok() && !source_failed) {
             BROKER_ASSERT(head.pieces > 0);
-            s = writer.Put(snapshot_key(snapshot_head_tag, sequence), encode_snapshot_head(head));
+            s = writer.Put(snapshot_key(sequence, snapshot_head_tag), encode_snapshot_head(head));
         }
         if (s.ok() && !source_failed) s = writer.Finish();
     }
@@ -557,32 +594,26 @@ result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, const snap
     if (source_failed) return unexpected{*source_failed};
     if (!s.ok()) return failed(s, fmt::format("storing the snapshot at {}", sequence));
 
-    rocksdb::WriteOptions no_wal;  // the deletions may be lost in a crash: a third snapshot kept
+    // The deletions may be lost in a crash (a third snapshot kept). They are all of keys below
+    // the next snapshot's, so that its ingestion never overlaps the memtable holding them: an
+    // overlap makes RocksDB flush that memtable while every journal write waits.
+    rocksdb::WriteOptions no_wal;
     no_wal.disableWAL = true;
-    auto sequences = snapshot_sequences();
-    if (!sequences) return unexpected{sequences.error()};
+    auto listed = list_snapshots(*impl_->db, impl_->cf(cf_snapshots));
+    if (!listed) return unexpected{listed.error()};
     rocksdb::WriteBatch drop;
-    for (std::size_t i = snapshots_kept; i < sequences->size(); ++i) {
-        const std::uint64_t old = (*sequences)[i];
-        s = drop.Delete(impl_->cf(cf_snapshots), snapshot_key(snapshot_head_tag, old));
+    for (std::size_t i = snapshots_kept; i < listed->heads.size() && s.ok(); ++i) {
+        const std::uint64_t old = listed->heads[i];
+        s = drop.Delete(impl_->cf(cf_snapshots), snapshot_key(old, snapshot_head_tag));
         if (s.ok()) {
-            s = drop.DeleteRange(impl_->cf(cf_snapshots), snapshot_key(snapshot_piece_tag, old),
-                                 snapshot_key(snapshot_piece_tag, old + 1));
+            s = drop.DeleteRange(impl_->cf(cf_snapshots), snapshot_key(old, snapshot_piece_tag),
+                                 snapshot_key(old, static_cast<char>(snapshot_piece_tag + 1)));
         }
-        if (!s.ok()) return failed(s, "batching a snapshot deletion");
     }
-    // Whole-value snapshots of an older store sort before every piece.
-    rocksdb::ReadOptions ro;
-    ro.fill_cache = false;
-    const rocksdb::Slice legacy_end(&snapshot_piece_tag, 1);
-    ro.iterate_upper_bound = &legacy_end;
-    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_snapshots)));
-    it->SeekToFirst();
-    if (!it->status().ok()) return failed(it->status(), "looking for old snapshots");
-    if (it->Valid()) {
-        s = drop.DeleteRange(impl_->cf(cf_snapshots), rocksdb::Slice(), legacy_end);
-        if (!s.ok()) return failed(s, "batching a snapshot deletion");
+    for (std::size_t i = 0; i < listed->strays.size() && s.ok(); ++i) {
+        s = drop.Delete(impl_->cf(cf_snapshots), listed->strays[i]);
     }
+    if (!s.ok()) return failed(s, "batching a snapshot deletion");
     if (drop.Count() == 0) return ok_v;
     s = impl_->db->Write(no_wal, &drop);
     if (!s.ok()) return failed(s, "deleting old snapshots");
@@ -590,23 +621,10 @@ result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, const snap
 }
 
 result<std::vector<std::uint64_t>, store_error> store::snapshot_sequences() const {
-    std::vector<std::uint64_t> out;
-    if (!impl_->has_snapshots()) return out;
-    // The heads alone, newest first: they sort after every piece, and the lower bound stops the
-    // walk at them (it still reads the block of the last piece once, not into the block cache).
-    rocksdb::ReadOptions ro;
-    ro.fill_cache = false;
-    const rocksdb::Slice heads_begin(&snapshot_head_tag, 1);
-    ro.iterate_lower_bound = &heads_begin;
-    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_snapshots)));
-    for (it->SeekToLast(); it->Valid(); it->Prev()) {
-        const std::string_view key = view(it->key());
-        const auto seq = !key.empty() && key.front() == snapshot_head_tag ? parse_key(key.substr(1)) : std::nullopt;
-        if (!seq) return corrupt(fmt::format("snapshot key of {} bytes", key.size()));
-        out.push_back(*seq);
-    }
-    if (!it->status().ok()) return failed(it->status(), "listing snapshots");
-    return out;
+    if (!impl_->has_snapshots()) return std::vector<std::uint64_t>{};
+    auto listed = list_snapshots(*impl_->db, impl_->cf(cf_snapshots));
+    if (!listed) return unexpected{listed.error()};
+    return std::move(listed->heads);
 }
 
 result<std::string, store_error> store::read_snapshot(std::uint64_t sequence) const {
@@ -615,15 +633,15 @@ result<std::string, store_error> store::read_snapshot(std::uint64_t sequence) co
     ro.verify_checksums = true;
     ro.fill_cache = false;  // read once, at start-up
     std::string value;
-    auto s = impl_->db->Get(ro, impl_->cf(cf_snapshots), snapshot_key(snapshot_head_tag, sequence),
+    auto s = impl_->db->Get(ro, impl_->cf(cf_snapshots), snapshot_key(sequence, snapshot_head_tag),
                             &value);
     if (s.IsNotFound()) return corrupt(fmt::format("no snapshot at {}", sequence));
     if (!s.ok()) return failed(s, fmt::format("reading the snapshot at {}", sequence));
     const auto head = decode_snapshot_head(value);
     if (!head) return corrupt(fmt::format("snapshot at {}: head of {} bytes", sequence, value.size()));
     std::string out;  // not reserved by the head's count: that is not verified yet
-    const std::string begin = snapshot_key(snapshot_piece_tag, sequence);
-    const std::string end = snapshot_key(snapshot_piece_tag, sequence + 1);
+    const std::string begin = snapshot_key(sequence, snapshot_piece_tag);
+    const std::string end = snapshot_key(sequence, static_cast<char>(snapshot_piece_tag + 1));
     const rocksdb::Slice lower(begin);
     const rocksdb::Slice upper(end);
     ro.iterate_lower_bound = &lower;

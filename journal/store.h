@@ -9,13 +9,13 @@
 //   "updates"            -- key: customer_id 0x00 update sequence (u64 BE); value: the trade as
 //                           that change left it (the WebSocket stream's durable backlog)
 //   "snapshots"          -- the engine state after a record (snapshot.h), in pieces:
-//                           'c' sequence(u64 BE) piece(u32 BE) -> at most snapshot_piece_size bytes
-//                           'h' sequence(u64 BE) -> pieces(u32 BE) bytes(u64 BE), after the pieces
+//                           sequence(u64 BE) 'c' piece(u32 BE) -> at most snapshot_piece_size bytes
+//                           sequence(u64 BE) 'h' -> pieces(u32 BE) bytes(u64 BE), after the pieces
 //                           Derived data, written apart from the journal's batches and only once
 //                           the records up to its sequence are durable; the newest
 //                           `snapshots_kept` are kept. (Stores written before pieces held a
 //                           snapshot as one value under the bare sequence; those are not read, and
-//                           are deleted when the next snapshot is stored.)
+//                           are deleted when the next snapshot is stored, as are headless pieces.)
 // Customer ids never contain 0x00 (engine valid_customer_id), so prefixes cannot collide. All
 // indexes are written in the same WriteBatch as the events they derive from.
 //

@@ -25,11 +25,11 @@ int main(int argc, char** argv) {
     int rc = 1;
     for (std::size_t i = 0; i < names.size(); ++i) {
         if (names[i] != "snapshots") continue;
-        // The newest snapshot's head sorts last ('h' sequence); its pieces are 'c' sequence n.
+        // The newest snapshot's head sorts last (sequence 'h'); its pieces are sequence 'c' n.
         std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions{}, handles[i]));
         it->SeekToLast();
-        if (!it->Valid() || it->key().size() != 9 || it->key()[0] != 'h') break;
-        const std::string prefix = "c" + it->key().ToString().substr(1);
+        if (!it->Valid() || it->key().size() != 9 || it->key()[8] != 'h') break;
+        const std::string prefix = it->key().ToString().substr(0, 8) + "c";
         std::vector<std::string> pieces;
         for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
             pieces.push_back(it->key().ToString());

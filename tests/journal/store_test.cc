@@ -515,9 +515,9 @@ namespace {
 constexpr int snapshots_cf = 7;
 
 // Keys of the "snapshots" family (store.h).
-std::string head_key(std::uint64_t seq) { return "h" + key(seq); }
+std::string head_key(std::uint64_t seq) { return key(seq) + "h"; }
 std::string piece_key(std::uint64_t seq, std::uint32_t piece) {
-    std::string out = "c" + key(seq);
+    std::string out = key(seq) + "c";
     for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(piece >> shift));
     return out;
 }
@@ -748,11 +748,12 @@ TEST_CASE("a snapshot whose head is damaged is refused without trusting its coun
     CHECK(state_digest(*st) == b.digest);
 }
 
-TEST_CASE("a whole-value snapshot of an older store is not listed, and goes with the next store") {
+TEST_CASE("a whole-value snapshot of an older store or a headless piece is not listed, and goes with the next store") {
     busy_store b;
     {
         raw_db raw(b.dir.str());
         raw.put(snapshots_cf, key(230), raw.get(snapshots_cf, piece_key(200, 0)));
+        raw.put(snapshots_cf, piece_key(220, 0), "a piece without a head");
     }
     auto s = open_store(b.dir);
     CHECK(*s->snapshot_sequences() == std::vector<std::uint64_t>{200, 40});
@@ -761,6 +762,7 @@ TEST_CASE("a whole-value snapshot of an older store is not listed, and goes with
     s.reset();
     raw_db raw(b.dir.str());
     CHECK(raw.missing(snapshots_cf, key(230)));
+    CHECK(raw.missing(snapshots_cf, piece_key(220, 0)));
     CHECK(raw.missing(snapshots_cf, head_key(40)));
     CHECK(raw.missing(snapshots_cf, piece_key(40, 0)));
     CHECK_FALSE(raw.missing(snapshots_cf, piece_key(200, 0)));
