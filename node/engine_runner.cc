@@ -21,6 +21,7 @@
 #include "engine/assert.h"
 #include "engine/decide.h"
 #include "journal/snapshot.h"
+#include "node/latency_slice.h"
 
 namespace broker::node {
 
@@ -68,6 +69,7 @@ void engine_runner::start(exchange::gateway* gateway) {
     // Named as top -H, perf and /proc show them.
     engine_thread_ = std::thread([this] {
         pthread_setname_np(pthread_self(), "engine");
+        use_short_slice();
         engine_loop();
     });
     snapshot_thread_ = std::thread([this] {

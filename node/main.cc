@@ -30,6 +30,7 @@
 #include "journal/store.h"
 #include "node/demo.h"
 #include "node/engine_runner.h"
+#include "node/latency_slice.h"
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
@@ -297,6 +298,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < opt.io_threads; ++i) {
         threads.emplace_back([&io, i] {
             pthread_setname_np(pthread_self(), fmt::format("io-{}", i).c_str());
+            broker::node::use_short_slice();
             io.run();
         });
     }

@@ -471,6 +471,31 @@ class CoreTest(BrokerTestCase):
 
     # ------------------------------------------------------------------------------------------
     @dump_logs_on_failure
+    def test_engine_and_http_threads_ask_for_short_scheduler_slices(self):
+        b = self.start_broker([])
+        slices = {}
+        task_dir = "/proc/%d/task" % b.proc.pid
+        for tid in os.listdir(task_dir):
+            with open(os.path.join(task_dir, tid, "comm")) as f:
+                name = f.read().strip()
+            try:
+                with open(os.path.join(task_dir, tid, "sched")) as f:
+                    sched = f.read()
+            except OSError:
+                continue
+            m = re.search(r"^se\.slice\s*:\s*(\d+)", sched, re.M)
+            if m:
+                slices[name] = int(m.group(1))
+        if "engine" not in slices:
+            self.skipTest("this kernel shows no per-thread slice (se.slice came with Linux 6.12)")
+        self.assertEqual(slices["engine"], 100000, slices)
+        self.assertEqual(slices["io-0"], 100000, slices)
+        self.assertEqual(slices["io-1"], 100000, slices)
+        # Only those: the exchange and RocksDB's threads keep the default slice.
+        self.assertNotEqual(slices["exchange-sim"], 100000, slices)
+
+    # ------------------------------------------------------------------------------------------
+    @dump_logs_on_failure
     def test_kill_nine_loses_nothing_acknowledged(self):
         b = self.start_broker(["--sim-latency-ms", "20", "--sim-seed", "99"])
         n_customers, n_threads = 20, 10
