@@ -498,10 +498,11 @@ result<hash256, store_error> store::chain_hash_at(std::uint64_t sequence) const 
 namespace {
 
 // What the "snapshots" family holds: the heads, newest first, and keys that belong to no
-// snapshot (whole-value snapshots of an older store, pieces without a head).
+// snapshot: whole values of an older store, and the sequences of pieces without a head.
 struct snapshot_listing {
     std::vector<std::uint64_t> heads;
-    std::vector<std::string> strays;
+    std::vector<std::string> whole_values;
+    std::vector<std::uint64_t> headless;
 };
 
 result<snapshot_listing, store_error> list_snapshots(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* cf) {
@@ -519,10 +520,10 @@ result<snapshot_listing, store_error> list_snapshots(rocksdb::DB& db, rocksdb::C
             out.heads.push_back(*seq);
             it->SeekForPrev(snapshot_key(*seq, snapshot_piece_tag));
         } else if (seq && key.size() == 8) {
-            out.strays.emplace_back(key);
+            out.whole_values.emplace_back(key);
             it->Prev();
         } else if (seq && key.size() == 13 && key[8] == snapshot_piece_tag) {
-            out.strays.emplace_back(key);
+            out.headless.push_back(*seq);
             it->SeekForPrev(snapshot_key(*seq, snapshot_piece_tag));
         } else {
             return corrupt(fmt::format("snapshot key of {} bytes", key.size()));
@@ -534,15 +535,17 @@ result<snapshot_listing, store_error> list_snapshots(rocksdb::DB& db, rocksdb::C
 
 }  // namespace
 
-result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, std::string_view bytes) {
-    std::size_t at = 0;
-    return put_snapshot(sequence, [&](std::string& piece) -> result<bool, store_error> {
-        if (at == bytes.size()) return false;
+store::snapshot_source store::pieces_of(std::string_view bytes) {
+    return [bytes, at = std::size_t{0}](std::string& piece) mutable -> result<bool, store_error> {
         const std::size_t n = std::min(snapshot_piece_size, bytes.size() - at);
         piece.assign(bytes.data() + at, n);
         at += n;
-        return true;
-    });
+        return n > 0;
+    };
+}
+
+result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, std::string_view bytes) {
+    return put_snapshot(sequence, pieces_of(bytes));
 }
 
 result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, const snapshot_source& next) {
@@ -602,16 +605,19 @@ result<ok_t, store_error> store::put_snapshot(std::uint64_t sequence, const snap
     auto listed = list_snapshots(*impl_->db, impl_->cf(cf_snapshots));
     if (!listed) return unexpected{listed.error()};
     rocksdb::WriteBatch drop;
+    auto drop_pieces = [&](std::uint64_t seq) {
+        return drop.DeleteRange(impl_->cf(cf_snapshots), snapshot_key(seq, snapshot_piece_tag),
+                                snapshot_key(seq, static_cast<char>(snapshot_piece_tag + 1)));
+    };
     for (std::size_t i = snapshots_kept; i < listed->heads.size() && s.ok(); ++i) {
-        const std::uint64_t old = listed->heads[i];
-        s = drop.Delete(impl_->cf(cf_snapshots), snapshot_key(old, snapshot_head_tag));
-        if (s.ok()) {
-            s = drop.DeleteRange(impl_->cf(cf_snapshots), snapshot_key(old, snapshot_piece_tag),
-                                 snapshot_key(old, static_cast<char>(snapshot_piece_tag + 1)));
-        }
+        s = drop.Delete(impl_->cf(cf_snapshots), snapshot_key(listed->heads[i], snapshot_head_tag));
+        if (s.ok()) s = drop_pieces(listed->heads[i]);
     }
-    for (std::size_t i = 0; i < listed->strays.size() && s.ok(); ++i) {
-        s = drop.Delete(impl_->cf(cf_snapshots), listed->strays[i]);
+    for (std::size_t i = 0; i < listed->headless.size() && s.ok(); ++i) {
+        s = drop_pieces(listed->headless[i]);
+    }
+    for (std::size_t i = 0; i < listed->whole_values.size() && s.ok(); ++i) {
+        s = drop.Delete(impl_->cf(cf_snapshots), listed->whole_values[i]);
     }
     if (!s.ok()) return failed(s, "batching a snapshot deletion");
     if (drop.Count() == 0) return ok_v;

@@ -111,6 +111,8 @@ public:
     using snapshot_source = std::function<result<bool, store_error>(std::string& piece)>;
     [[nodiscard]] result<ok_t, store_error> put_snapshot(std::uint64_t sequence,
                                                          const snapshot_source& next);
+    // `bytes` as a snapshot_source of snapshot_piece_size pieces (`bytes` must outlive it).
+    [[nodiscard]] static snapshot_source pieces_of(std::string_view bytes);
     // Sequences of the stored snapshots, newest first.
     [[nodiscard]] result<std::vector<std::uint64_t>, store_error> snapshot_sequences() const;
 

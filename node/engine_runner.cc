@@ -453,14 +453,7 @@ std::string engine_runner::take_snapshot() {
 }
 
 void engine_runner::store_snapshot(std::string unsealed) {
-    const std::uint64_t seq = journal::snapshot_sequence(unsealed);
-    std::size_t at = 0;
-    store_snapshot(seq, [&](std::string& piece) -> result<bool, journal::store_error> {
-        const std::size_t n = std::min(journal::snapshot_piece_size, unsealed.size() - at);
-        piece.assign(unsealed, at, n);
-        at += n;
-        return n > 0;
-    });
+    store_snapshot(journal::snapshot_sequence(unsealed), journal::store::pieces_of(unsealed));
 }
 
 void engine_runner::store_snapshot(std::uint64_t seq, const journal::store::snapshot_source& unsealed) {

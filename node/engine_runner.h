@@ -21,7 +21,6 @@
 #include <functional>
 #include <mutex>
 #include <optional>
-#include <span>
 #include <thread>
 #include <variant>
 #include <vector>

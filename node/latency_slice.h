@@ -2,11 +2,12 @@
 //
 // Linux's fair scheduler (EEVDF, 6.6 and later) lets a thread that wakes up preempt the running
 // one only when its deadline is earlier, and a deadline is its wake-up time plus its slice: by
-// default 0.75 ms times 1 + log2(cores), so 1.5 ms on two cores. An engine or HTTP thread woken
-// while a flush, a compaction or a client holds the core could then wait up to that long, and
-// every request crosses several such wake-ups. Since Linux 6.12 a SCHED_OTHER thread may ask for
-// a shorter slice (sched_attr.sched_runtime, 0.1 to 100 ms); it then runs sooner after waking, in
-// shorter turns, with the same share of the CPU. Older kernels ignore the field.
+// default 0.75 ms times 1 + log2(cores), about 1.5 ms on two cores (1.4 ms on the machine
+// docs/performance.md describes). An engine or HTTP thread woken while a flush, a compaction or a
+// client holds the core could then wait up to that long, and every request crosses several such
+// wake-ups. Since Linux 6.12 a SCHED_OTHER thread may ask for a shorter slice
+// (sched_attr.sched_runtime, 0.1 to 100 ms); it then runs sooner after waking, in shorter turns,
+// with the same share of the CPU. Older kernels ignore the field.
 #pragma once
 
 #include <sched.h>

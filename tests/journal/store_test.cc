@@ -753,7 +753,8 @@ TEST_CASE("a whole-value snapshot of an older store or a headless piece is not l
     {
         raw_db raw(b.dir.str());
         raw.put(snapshots_cf, key(230), raw.get(snapshots_cf, piece_key(200, 0)));
-        raw.put(snapshots_cf, piece_key(220, 0), "a piece without a head");
+        raw.put(snapshots_cf, piece_key(220, 0), "pieces without a head");
+        raw.put(snapshots_cf, piece_key(220, 1), "go together");
     }
     auto s = open_store(b.dir);
     CHECK(*s->snapshot_sequences() == std::vector<std::uint64_t>{200, 40});
@@ -763,6 +764,7 @@ TEST_CASE("a whole-value snapshot of an older store or a headless piece is not l
     raw_db raw(b.dir.str());
     CHECK(raw.missing(snapshots_cf, key(230)));
     CHECK(raw.missing(snapshots_cf, piece_key(220, 0)));
+    CHECK(raw.missing(snapshots_cf, piece_key(220, 1)));
     CHECK(raw.missing(snapshots_cf, head_key(40)));
     CHECK(raw.missing(snapshots_cf, piece_key(40, 0)));
     CHECK_FALSE(raw.missing(snapshots_cf, piece_key(200, 0)));
