@@ -4,7 +4,6 @@
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
@@ -95,8 +94,9 @@ private:
                          view(request_["X-Exchange-Signature"]), request_.body()};
         auto self = shared_from_this();
         router_.handle(req, [self](http_response r) {
-            net::post(self->stream_.get_executor(),
-                      [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+            // Inline on the connection's own thread (its context has one thread), else queued.
+            net::dispatch(self->stream_.get_executor(),
+                          [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
         });
     }
 
@@ -166,11 +166,13 @@ private:
 }  // namespace
 
 struct server::impl : std::enable_shared_from_this<server::impl> {
-    impl(net::io_context& io, router& r, server_config c)
-        : io_(io), acceptor_(net::make_strand(io)), router_(r), config_(c) {}
+    impl(std::vector<net::io_context*> contexts, router& r, server_config c)
+        : contexts_(std::move(contexts)), acceptor_(*contexts_.front()), router_(r), config_(c) {}
 
     void do_accept() {
-        acceptor_.async_accept(net::make_strand(io_),
+        // The next connection's socket is made on the next context: it lives there for good.
+        net::io_context& to = *contexts_[next_++ % contexts_.size()];
+        acceptor_.async_accept(net::any_io_executor(to.get_executor()),
                                beast::bind_front_handler(&impl::on_accept, shared_from_this()));
     }
 
@@ -189,15 +191,16 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         do_accept();
     }
 
-    net::io_context& io_;
+    std::vector<net::io_context*> contexts_;
+    std::size_t next_ = 0;  // accept handlers only
     tcp::acceptor acceptor_;
     router& router_;
     server_config config_;
     std::shared_ptr<std::atomic<std::size_t>> open_ = std::make_shared<std::atomic<std::size_t>>(0);
 };
 
-server::server(net::io_context& io, router& r, server_config config)
-    : impl_(std::make_shared<impl>(io, r, config)) {}
+server::server(std::vector<net::io_context*> contexts, router& r, server_config config)
+    : impl_(std::make_shared<impl>(std::move(contexts), r, config)) {}
 
 server::~server() = default;
 

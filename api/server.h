@@ -3,14 +3,19 @@
 // Shape of the Beast examples: `listener` accepts (do_accept/on_accept), `session` reads a
 // request, hands it to the router, and writes the answer when the router responds (possibly from
 // another thread, after the command is durable), then reads the next one (HTTP/1.1 keep-alive).
-// Each connection runs on its own strand; bodies, headers and idle time are bounded.
+// Connections are dealt round robin to the given io_contexts, each of which must be run by a
+// single thread: a connection's handlers then never run concurrently, without a strand. The
+// router's answer is written at once when it comes on the connection's own thread (the engine
+// hands answers back to the thread that asked), and queued to that thread otherwise. Bodies,
+// headers and idle time are bounded.
 //
-// Thread-safety: construct and start on the main thread; it then runs on the io_context's threads.
+// Thread-safety: construct and start on the main thread; it then runs on the contexts' threads.
 #pragma once
 
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -30,7 +35,8 @@ struct server_config {
 
 class server {
 public:
-    server(boost::asio::io_context& io, router& r, server_config config);
+    // Accepts on the first context. `contexts` must not be empty and must outlive the server.
+    server(std::vector<boost::asio::io_context*> contexts, router& r, server_config config);
     ~server();
 
     // Binds and starts accepting. Returns an error message on failure (e.g. address in use).

@@ -8,8 +8,9 @@
 // restarts), then live updates. Its outbound queue is bounded; a client that falls behind by more
 // than `queue_max` messages is closed with code 1008 and reason "slow_consumer".
 //
-// Threading: each stream runs on its connection's strand; live updates arrive from the engine
-// thread through an update_sink and are posted to that strand.
+// Threading: each stream runs on its connection's executor, which must serialize its handlers (a
+// single-threaded io_context or a strand); live updates arrive from the engine thread through an
+// update_sink and are posted to that executor.
 #pragma once
 
 #include <cstdint>

@@ -52,8 +52,9 @@ struct runner_config {
     std::uint64_t snapshot_every_events = 500'000;
 };
 
-// Where completions run: the node posts them to its IO context.
-using executor_fn = std::function<void(std::function<void()>)>;
+// Where completions run: the node posts them to the IO thread that submitted the request
+// (`origin`: io_pool::current() at submission; io_pool::none for any other thread).
+using executor_fn = std::function<void(std::size_t origin, std::function<void()>)>;
 
 class engine_runner final : public api::services {
 public:
@@ -106,6 +107,7 @@ private:
         std::variant<command, digest_query> what;
         api::completion done;
         bool on_engine = false;  // run `done` on the engine thread, not an IO thread
+        std::size_t origin = 0;  // the IO thread `done` runs on (executor_fn)
     };
     struct reply {
         api::completion done;
@@ -114,7 +116,7 @@ private:
     // What one round decided, held back until its commit.
     struct batch {
         journal::write_set writes;
-        std::vector<reply> replies;            // posted to the IO threads
+        std::vector<std::vector<reply>> replies;  // by origin, posted to the IO threads
         std::vector<reply> engine_replies;     // run on the engine thread
         std::vector<exchange::order> orders;
     };
@@ -129,6 +131,7 @@ private:
         std::chrono::steady_clock::duration fork_pause{};  // what the engine thread waited
     };
 
+    [[nodiscard]] static std::size_t origin();
     [[nodiscard]] bool enqueue(request r);
     [[nodiscard]] bool enqueue_all(std::vector<request>& rs);
     void engine_loop();
@@ -170,6 +173,7 @@ private:
     std::atomic<std::uint64_t> committed_sequence_{0};  // for metrics; the engine thread sets it
     std::atomic<std::uint64_t> commits_{0};
     void watch_disk();
+    std::chrono::steady_clock::time_point disk_checked_{};  // engine thread only (commit)
 
     std::thread engine_thread_;
     std::thread snapshot_thread_;

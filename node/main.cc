@@ -30,6 +30,7 @@
 #include "journal/store.h"
 #include "node/demo.h"
 #include "node/engine_runner.h"
+#include "node/io_pool.h"
 #include "node/latency_slice.h"
 
 namespace net = boost::asio;
@@ -209,7 +210,7 @@ int main(int argc, char** argv) {
         *calendar = std::move(*parsed);
     }
 
-    net::io_context io(opt.io_threads);
+    broker::node::io_pool io(static_cast<std::size_t>(opt.io_threads));
     broker::node::runner_config rc;
     rc.collar_bps = opt.collar_bps;
     rc.watchdog_ms = opt.watchdog_ms;
@@ -223,7 +224,9 @@ int main(int argc, char** argv) {
         return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
     };
     broker::node::engine_runner runner(store, std::move(*recovered), rc,
-                                       [&io](std::function<void()> fn) { net::post(io, std::move(fn)); });
+                                       [&io](std::size_t origin, std::function<void()> fn) {
+                                           io.post(origin, std::move(fn));
+                                       });
     broker::api::router router(runner, broker::api::router_config{opt.jwt_secret, opt.exchange_secret,
                                                                   300, opt.rate_limit_per_s,
                                                                   opt.rate_limit_burst});
@@ -273,7 +276,7 @@ int main(int argc, char** argv) {
     }
     runner.start(gateway.get());
 
-    broker::api::server server(io, router, opt.server);
+    broker::api::server server(io.contexts(), router, opt.server);
     if (auto failed = server.listen(*endpoint)) die(fmt::format("--listen {}: {}", opt.listen, *failed));
     const auto bound = server.local_endpoint();
     spdlog::info("listening on {}:{} with {}", bound.address().to_string(), bound.port(),
@@ -281,7 +284,7 @@ int main(int argc, char** argv) {
                                        : "the exchange at " + opt.exchange);
 
     std::thread stopper;
-    net::signal_set signals(io, SIGINT, SIGTERM);
+    net::signal_set signals(io.context(0), SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code&, int sig) {
         spdlog::info("signal {}: shutting down", sig);
         server.stop();
@@ -290,24 +293,17 @@ int main(int argc, char** argv) {
         // until the runner has stopped.
         stopper = std::thread([&] {
             runner.stop();
-            net::post(io, [&io] { io.stop(); });
+            io.stop_after_queued();
         });
     });
 
-    std::vector<std::thread> threads;
-    for (int i = 0; i < opt.io_threads; ++i) {
-        threads.emplace_back([&io, i] {
-            pthread_setname_np(pthread_self(), fmt::format("io-{}", i).c_str());
-            broker::node::use_short_slice();
-            io.run();
-        });
-    }
+    io.run([] { broker::node::use_short_slice(); });
 
     if (opt.demo) {
         broker::node::open_demo_customers(runner, gateway.get());
         broker::node::print_demo_banner(opt.jwt_secret, bound);
     }
-    for (auto& t : threads) t.join();
+    io.join();
     if (stopper.joinable()) stopper.join();
     spdlog::info("stopped at sequence {}", store.last_sequence());
     return 0;
