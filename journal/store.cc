@@ -22,6 +22,7 @@
 
 #include "engine/assert.h"
 #include "journal/snapshot.h"
+#include "journal/wal_zero_ahead.h"
 
 namespace broker::journal {
 
@@ -139,6 +140,8 @@ rocksdb::DBOptions db_options(bool read_only) {
     o.create_if_missing = !read_only;
     o.create_missing_column_families = !read_only;
     o.paranoid_checks = true;
+    // Synced appends into WAL blocks already written (wal_zero_ahead.h).
+    o.env = wal_zero_ahead_env();
     // Every append is a synced WAL write; never leave WAL bytes sitting in a user-space buffer.
     o.manual_wal_flush = false;
     // Writes are acknowledged only after a synced WAL write, so a torn tail after a crash can only
