@@ -100,6 +100,14 @@ class raw_db {
     void del(int cf, const std::string& k) {
         REQUIRE(db_->Delete(rocksdb::WriteOptions{}, handles_.at(cf), k).ok());
     }
+    // Bytes of the family's live table files.
+    std::uint64_t table_bytes(const std::string& family) {
+        std::vector<rocksdb::LiveFileMetaData> files;
+        db_->GetLiveFilesMetaData(&files);
+        std::uint64_t n = 0;
+        for (const auto& f : files) n += f.column_family_name == family ? f.size : 0;
+        return n;
+    }
 
   private:
     std::unique_ptr<rocksdb::DB> db_;
@@ -687,6 +695,28 @@ TEST_CASE("a snapshot is stored in pieces of at most snapshot_piece_size and rea
     CHECK(raw.get(snapshots_cf, piece_key(250, 2)).size() == 12345);
     CHECK(raw.get(snapshots_cf, piece_key(260, 0)).size() == 1);
     CHECK(raw.get(snapshots_cf, piece_key(260, 2)).size() == 77);
+}
+
+TEST_CASE("the table files of dropped snapshots are deleted, not only their keys") {
+    // Deletions alone leave an ingested snapshot's file in the last level for good.
+    busy_store b;  // snapshots at 40 and 200
+    std::string bytes(snapshot_piece_size + 1000, '\0');
+    for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 13 + i / 509);
+    {
+        auto s = open_store(b.dir);
+        for (const std::uint64_t seq : {205, 210, 215, 220, 225, 230}) {
+            REQUIRE(s->put_snapshot(seq, bytes).has_value());
+        }
+        CHECK(*s->snapshot_sequences() == std::vector<std::uint64_t>{230, 225});
+        CHECK(*s->read_snapshot(230) == bytes);
+        CHECK(*s->read_snapshot(225) == bytes);
+    }
+    raw_db raw(b.dir.str());
+    // The two kept, not the eight stored.
+    CHECK(raw.table_bytes("snapshots") > 2 * bytes.size());
+    CHECK(raw.table_bytes("snapshots") < 3 * bytes.size());
+    CHECK(raw.missing(snapshots_cf, head_key(220)));
+    CHECK(raw.missing(snapshots_cf, piece_key(220, 0)));
 }
 
 TEST_CASE("a snapshot with a piece missing is refused, and recovery uses the one before") {
