@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "exchange/sim/order_log.h"
+#include "tests/temp_dir.h"
 
 using namespace broker;
 using namespace broker::exchange::sim;
@@ -18,25 +19,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class temp_dir {
+class temp_dir : public broker::test_support::temp_dir {
   public:
-    temp_dir() {
-        std::random_device rd;
-        path_ = fs::temp_directory_path() /
-                ("xsim-log-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-        fs::create_directories(path_);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    [[nodiscard]] std::string str() const { return path_.string(); }
-    [[nodiscard]] std::string log_path() const { return (path_ / order_log_file_name).string(); }
-
-  private:
-    fs::path path_;
+    temp_dir() : broker::test_support::temp_dir("xsim-log-test") {}
+    [[nodiscard]] std::string str() const { return path().string(); }
+    [[nodiscard]] std::string log_path() const { return (path() / order_log_file_name).string(); }
 };
 
 order_accepted accepted(std::uint64_t id) {

@@ -12,31 +12,18 @@
 #include <vector>
 
 #include "tests/journal/fixtures.h"
+#include "tests/temp_dir.h"
 
 namespace broker::journal {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed with everything in it.
-class temp_dir {
+// The store goes in a subdirectory of a fresh temp dir.
+class temp_dir : public test_support::temp_dir {
   public:
-    temp_dir() {
-        std::random_device rd;
-        path_ = fs::temp_directory_path() /
-                ("journal-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-        fs::create_directories(path_);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    [[nodiscard]] std::string str() const { return (path_ / "db").string(); }
-
-  private:
-    fs::path path_;
+    temp_dir() : test_support::temp_dir("journal-test") {}
+    [[nodiscard]] std::string str() const { return (path() / "db").string(); }
 };
 
 std::unique_ptr<store> open_store(const temp_dir& dir, bool read_only = false) {

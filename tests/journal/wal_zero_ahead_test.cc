@@ -2,42 +2,25 @@
 
 #include <doctest/doctest.h>
 #include <rocksdb/file_system.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "journal/store.h"
 #include "tests/journal/fixtures.h"
+#include "tests/temp_dir.h"
 
 namespace broker::journal {
 namespace {
 
 namespace fs = std::filesystem;
 
-class temp_dir {
-  public:
-    temp_dir() {
-        std::random_device rd;
-        path_ = fs::temp_directory_path() /
-                ("wal-zero-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-        fs::create_directories(path_);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    [[nodiscard]] fs::path path() const { return path_; }
-
-  private:
-    fs::path path_;
+struct temp_dir : test_support::temp_dir {
+    temp_dir() : test_support::temp_dir("wal-zero-test") {}
 };
 
 std::string contents(const fs::path& p) {
