@@ -160,9 +160,11 @@ public:
 }  // namespace
 
 rocksdb::Env* wal_zero_ahead_env() {
-    static const std::unique_ptr<rocksdb::Env> env =
-        rocksdb::NewCompositeEnv(std::make_shared<zero_ahead_fs>());
-    return env.get();
+    // Never destroyed, like Env::Default(): a store still open when the process exits (a fatal
+    // start-up error calls exit) keeps using it from RocksDB's background threads.
+    static rocksdb::Env* const env =
+        rocksdb::NewCompositeEnv(std::make_shared<zero_ahead_fs>()).release();
+    return env;
 }
 
 }  // namespace broker::journal

@@ -15,7 +15,10 @@
 //
 // Recovery reads a crashed WAL's zero tail as RocksDB's reserved zero-type records ("reserved for
 // preallocated files" in its log format), which the reader skips without reporting corruption.
-// A WAL closed normally is cut back to what was appended. When the zeros cannot be written (a
+// A crash leaves a consistent image; a plain file copy of a running node's directory does not
+// (it could read a block's zeros before the appends reach them and the next block after): copy
+// a stopped node's files, or an atomic file-system snapshot. A WAL closed normally is cut back
+// to what was appended. When the zeros cannot be written (a
 // full disk), the file goes on without them: its appends then fail or succeed on their own.
 //
 // Thread-safety: as RocksDB's own FileSystem and FSWritableFile.
