@@ -43,9 +43,9 @@ std::string update_frame(const trade_update& u) {
 // One WebSocket stream of a customer's trade updates (see stream_session.h).
 //
 // Every member runs on the connection's executor (that of the tcp_stream handed over by the HTTP
-// session, whose context one thread runs). Live updates reach it from the engine thread through the hub's sink, which posts
-// them here. The sink holds the session weakly; the session holds the subscription, so dropping
-// the session unsubscribes.
+// session, whose context one thread runs). Live updates reach it from the engine thread through
+// the hub's sink, which posts them here. The sink holds the session weakly; the session holds the
+// subscription, so dropping the session unsubscribes.
 //
 // Gap-free, duplicate-free switch from backlog to live:
 //   1. subscribe first; live updates are buffered in `pending_` while not yet live;

@@ -49,7 +49,7 @@ public:
 
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
                              rocksdb::IODebugContext* dbg) override {
-        if (auto s = ahead_of(data.size()); !s.ok()) return s;
+        zero_ahead_of(data.size());
         auto s = target()->Append(data, options, dbg);
         if (s.ok()) appended_ += data.size();
         return s;
@@ -58,7 +58,7 @@ public:
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
                              const rocksdb::DataVerificationInfo& verification,
                              rocksdb::IODebugContext* dbg) override {
-        if (auto s = ahead_of(data.size()); !s.ok()) return s;
+        zero_ahead_of(data.size());
         auto s = target()->Append(data, options, verification, dbg);
         if (s.ok()) appended_ += data.size();
         return s;
@@ -88,35 +88,35 @@ public:
                             rocksdb::IODebugContext* dbg) override {
         auto s = target()->Close(options, dbg);
         // A WAL closed normally keeps only what was appended.
-        if (fd_ >= 0 && zeroed_ > appended_ && ::ftruncate(fd_, static_cast<off_t>(appended_)) != 0 &&
-            s.ok()) {
-            s = io_error("cutting the zero tail of a closed WAL", errno);
-        }
+        const bool cut = fd_ < 0 || zeroed_ <= appended_ ||
+                         ::ftruncate(fd_, static_cast<off_t>(appended_)) == 0;
+        if (!cut && s.ok()) s = io_error("cutting the zero tail of a closed WAL", errno);
         stop_zeroing();
         return s;
     }
 
 private:
     // Before an append of `n` bytes: when it would come within half a step of the zeroed end,
-    // write zeros up to a whole step past it and start their write-back. Never fails.
-    rocksdb::IOStatus ahead_of(std::size_t n) {
-        if (fd_ < 0) return rocksdb::IOStatus::OK();
+    // write zeros up to a whole step past it and start their write-back. Cannot fail: without
+    // the zeros the append is only slower.
+    void zero_ahead_of(std::size_t n) {
+        if (fd_ < 0) return;
         const std::uint64_t end = appended_ + n;
-        if (end + wal_zero_step / 2 <= zeroed_) return rocksdb::IOStatus::OK();
+        if (end + wal_zero_step / 2 <= zeroed_) return;
         // Never over bytes already appended, nor those about to be.
         const std::uint64_t from = std::max(zeroed_, end);
         const std::uint64_t to = (end / wal_zero_step + 2) * wal_zero_step;
         static const std::array<char, 64 * 1024> zeros{};
         for (std::uint64_t at = from; at < to;) {
-            const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), to - at));
+            const auto len =
+                static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), to - at));
             const ssize_t done = ::pwrite(fd_, zeros.data(), len, static_cast<off_t>(at));
             if (done < 0 && errno == EINTR) continue;
             if (done <= 0) {
                 // Out of space, most likely. The zeros are only a speed-up: the appends go on
                 // without them and report their own errors.
-                zeroed_ = at;
                 stop_zeroing();
-                return rocksdb::IOStatus::OK();
+                return;
             }
             at += static_cast<std::uint64_t>(done);
         }
@@ -124,7 +124,6 @@ private:
         (void)::sync_file_range(fd_, static_cast<off_t>(from), static_cast<off_t>(to - from),
                                 SYNC_FILE_RANGE_WRITE);
         zeroed_ = to;
-        return rocksdb::IOStatus::OK();
     }
 
     void stop_zeroing() {

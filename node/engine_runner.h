@@ -53,7 +53,7 @@ struct runner_config {
 };
 
 // Where completions run: the node posts them to the IO thread that submitted the request
-// (`origin`: io_pool::current() at submission; io_pool::none for any other thread).
+// (`origin`: io_pool::current() at submission; 0 for requests from any other thread).
 using executor_fn = std::function<void(std::size_t origin, std::function<void()>)>;
 
 class engine_runner final : public api::services {
