@@ -144,6 +144,9 @@ class Sim:
                "--data-dir", self.data_dir] + self.args
         with open(self.stderr_path, "ab") as err:
             err.write(("\n=== [test] start #%d: %s ===\n" % (self.generation, " ".join(cmd))).encode())
+            # Out of Python's buffer before the child writes: otherwise a quick "listening" line
+            # lands before the banner, below `offset`, and is never found.
+            err.flush()
             offset = err.tell()
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=err, start_new_session=True)
