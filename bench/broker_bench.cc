@@ -10,7 +10,8 @@
 //      alternating per customer) as an HTTP/1.1 keep-alive request, either closed loop (--rate 0:
 //      each connection sends its next request when the previous answer arrives) or open loop
 //      (--rate R: request i is due at start + i/R; latency is measured from when it was due, so a
-//      stalled server is charged for the requests it delayed -- no coordinated omission);
+//      stalled server is charged for the requests it delayed -- no coordinated omission; that
+//      latency is also split into how late the request was sent and the time from send to answer);
 //   4. drains: waits for answers in flight and, with --e2e, for the fills still owed;
 //   5. writes --out as JSON: throughput, acknowledgement latency percentiles and histogram,
 //      outcomes (placed / rejected by reason / HTTP status), a per-second timeline, end-to-end
@@ -322,7 +323,12 @@ class http_conn : public std::enable_shared_from_this<http_conn> {
                       beast::bind_front_handler(&http_conn::connect, shared_from_this()));
     }
 
-    histogram latency_ns;
+    histogram latency_ns;  // from when each request was due to its answer (what a user waits)
+    // Open loop only, the two parts of latency_ns: how late this client sent each request after
+    // it was due (no free connection, or this process waiting for a core), and from the send to
+    // the answer (the server, the loopback and this process's reading of the answer).
+    histogram send_lag_ns;
+    histogram service_ns;
     histogram e2e_ns;
     outcome_counts counts;
     bool done = false;
@@ -437,6 +443,10 @@ class http_conn : public std::enable_shared_from_this<http_conn> {
     void send(time_point due) {
         due_ = due;
         ++counts.sent;
+        sent_at_ = clock_type::now();
+        if (job_ != job::open_customers && !rs_.closed_loop() && rs_.measured(due)) {
+            send_lag_ns.record(ns_between(due, sent_at_));
+        }
         stream_.expires_after(std::chrono::seconds(30));
         http::async_write(stream_, req_,
                           beast::bind_front_handler(&http_conn::on_write, shared_from_this()));
@@ -465,6 +475,7 @@ class http_conn : public std::enable_shared_from_this<http_conn> {
             if (rs_.measured(due_)) {
                 ++counts.answered_measured;
                 latency_ns.record(ns_between(due_, now));
+                if (!rs_.closed_loop()) service_ns.record(ns_between(sent_at_, now));
             }
             if (job_ == job::place_trades) classify_trade(status);
         }
@@ -524,6 +535,7 @@ class http_conn : public std::enable_shared_from_this<http_conn> {
     http::request<http::string_body> req_;
     http::response<http::string_body> res_;
     time_point due_{};
+    time_point sent_at_{};
 };
 
 // One WebSocket stream of a customer's trade updates, for end-to-end latency.
@@ -945,10 +957,14 @@ int main(int argc, char** argv) {
 
     // 4. Results.
     histogram lat;
+    histogram send_lag;
+    histogram service;
     histogram e2e;
     outcome_counts counts;
     for (auto& c : conns) {
         lat.merge(c->latency_ns);
+        send_lag.merge(c->send_lag_ns);
+        service.merge(c->service_ns);
         e2e.merge(c->e2e_ns);
         counts.merge(c->counts);
     }
@@ -1028,13 +1044,15 @@ int main(int argc, char** argv) {
         R"("load_s":{:.3f},"measured_s":{:.3f},"drain_s":{:.2f},"sent":{},"answered":{},"answered_measured":{},)"
         R"("throughput_per_s":{:.1f},"placed":{},"rejected":{},"http_status":{},"errors":{},)"
         R"("reconnects":{},"latency_us":{},"latency_spectrum":{},"latency_histogram":{},)"
-        R"("e2e":{},"setup":{},"cpu":{},"loadavg":[{},{}],"timeline":{},"rss":{}}})"
+        R"("send_lag_us":{},"service_us":{},"e2e":{},"setup":{},"cpu":{},"loadavg":[{},{}],"timeline":{},"rss":{}}})"
         "\n",
         opt.label, opt.mode, opt.target, opt.connections, opt.customers, opt.threads,
         rs.closed_loop() ? "true" : "false", opt.rate, opt.duration_s, opt.warmup_s, load_s,
         window_s, drain_used_s, counts.sent, counts.answered, counts.answered_measured, throughput,
         counts.placed, map_json(counts.rejected), status_json(counts.http_status), counts.errors,
-        counts.reconnects, latency_json(lat), spectrum_json(lat), buckets_json(lat), e2e_json,
+        counts.reconnects, latency_json(lat), spectrum_json(lat), buckets_json(lat),
+        rs.closed_loop() ? std::string("null") : latency_json(send_lag),
+        rs.closed_loop() ? std::string("null") : latency_json(service), e2e_json,
         setup_json, cpu_json, loadavg_before, loadavg_after, timeline, rss);
     if (!opt.out.empty()) {
         std::ofstream f(opt.out);

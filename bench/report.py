@@ -177,6 +177,9 @@ def compare(results):
             "e2e_latency_us_at_peak": e2e_of(e2e).get("latency_us"),
             "e2e_latency_us_at_half": e2e_of(e2e_half).get("latency_us"),
             "ack_latency_us_with_streams_at_half": lat(e2e_half),
+            # the half-of-peak latency in two parts: how late broker-bench sent, and send -> answer
+            "half_send_lag_us": half.get("send_lag_us"),
+            "half_send_to_answer_us": half.get("service_us"),
             "rejected": rejected,
             "errors": sum((r.get("errors") or 0) for r in brokerd_runs),
             "http_status": [r.get("http_status") for r in brokerd_runs],
@@ -228,6 +231,13 @@ def compare(results):
         else:
             shown = f"{m:.2f}x"
         lines.append(f"| {g['goal']} | {shown} | {'n/a' if g['met'] is None else ('yes' if g['met'] else 'NO')} |")
+    lag, service = half.get("send_lag_us") or {}, half.get("service_us") or {}
+    if lag and service:
+        lines.append("")
+        lines.append(f"at half of peak, the ack latency in two parts: broker-bench sent late by p50 "
+                     f"{fmt_ms(lag.get('p50'))} / p99 {fmt_ms(lag.get('p99'))} ms (no free connection, or "
+                     f"the client waiting for a core); send -> answer p50 {fmt_ms(service.get('p50'))} / "
+                     f"p99 {fmt_ms(service.get('p99'))} ms")
     la = machine.get("loadavg_at_start")
     lines.append("")
     lines.append(f"machine: {machine.get('nproc')} x {machine.get('cpu_model')}, {machine.get('ram_gib')} GiB, "

@@ -92,7 +92,8 @@ def binary(name):
     rel = {"brokerd": ("node", "brokerd"),
            "brokerctl": ("tools", "brokerctl"),
            "broker-replay": ("replay", "broker-replay"),
-           "exchange-sim": ("exchange", "exchange-sim")}[name]
+           "exchange-sim": ("exchange", "exchange-sim"),
+           "broker-bench": ("bench", "broker-bench")}[name]
     return os.path.join(bin_dir(), *rel)
 
 

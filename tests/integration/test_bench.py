@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""Process-level test of broker-bench, the load generator bench/run measures brokerd with: what it
+reports must agree with itself and with what brokerd did.
+
+Run:  python3 tests/integration/test_bench.py --bin-dir build [-v]
+
+  1. setup: broker-bench opens funded customers; brokerd then knows every one of them;
+  2. open loop with streams: every request sent is answered and counted once; per request, the
+     latency from when it was due is exactly how late it was sent plus send -> answer, so the
+     three histograms have equal counts and mean(latency) = mean(lag) + mean(send -> answer);
+     every placement is followed by its FILLED on the stream; the per-second timeline adds up;
+     brokerd holds as many trades, all FILLED, as broker-bench counted placements;
+  3. closed loop bounded by --max-requests: exactly that many requests, no open-loop fields.
+Loads are small (hundreds of requests) and bounded in count and time: this checks the harness,
+not brokerd's speed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from test_core import BrokerTestCase, dump_logs_on_failure  # noqa: E402
+
+ARGS = ["--sim-latency-ms", "1", "--sim-reject-rate", "0", "--sim-duplicate-rate", "0"]
+CUSTOMERS = 12
+CONNECTIONS = 4
+
+
+def trades_by_status(broker):
+    """Every bench customer's trades, from brokerd: {status: count}."""
+    counts = {}
+    for i in range(CUSTOMERS):
+        after = None
+        while True:
+            path = "/v1/trades?status=all&limit=500" + ("&after=" + after if after else "")
+            st, page = broker.request("GET", path, token=broker.token("bench-%08d" % i))
+            if st != 200:
+                raise AssertionError("GET %s -> %s %r" % (path, st, page))
+            for t in page["trades"]:
+                counts[t["status"]] = counts.get(t["status"], 0) + 1
+            after = page["next_after"]
+            if after is None:
+                break
+    return counts
+
+
+class BenchTest(BrokerTestCase):
+
+    def bench(self, broker, *args, timeout=60):
+        out = os.path.join(self.workdir.path, "bench-%d.json" % len(os.listdir(self.workdir.path)))
+        cmd = [harness.binary("broker-bench"), "--target", "%s:%d" % (harness.HOST, broker.port),
+               "--jwt-secret", broker.jwt_secret, "--customers", str(CUSTOMERS),
+               "--connections", str(CONNECTIONS), "--customer-prefix", "bench-", "--quiet",
+               "--out", out] + list(args)
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout)
+        self.assertEqual(p.returncode, 0, "broker-bench failed:\n%s\n%s" % (p.stdout, p.stderr))
+        with open(out) as f:
+            return json.load(f)
+
+    @dump_logs_on_failure
+    def test_reports_agree_with_themselves_and_with_brokerd(self):
+        b = self.start_broker(args=ARGS)
+
+        setup = self.bench(b, "--open-customers", "--duration-s", "0")
+        self.assertEqual(setup["setup"]["opened_ok"], CUSTOMERS, setup["setup"])
+        self.assertEqual(setup["setup"]["errors"], 0, setup["setup"])
+        for i in range(CUSTOMERS):
+            st, acct = b.request("GET", "/v1/account", token=b.token("bench-%08d" % i))
+            self.assertEqual(st, 200, acct)
+
+        r = self.bench(b, "--rate", "300", "--duration-s", "3", "--warmup-s", "1", "--e2e")
+        self.assertEqual(r["errors"], 0, r)
+        self.assertEqual(r["sent"], r["answered"])
+        self.assertGreater(r["answered_measured"], 300)
+        self.assertLess(r["answered_measured"], r["answered"])  # the warm-up is not counted
+        self.assertEqual(r["http_status"], {"201": r["answered"]})
+        self.assertEqual(r["placed"], r["answered"])
+        self.assertEqual(trades_by_status(b), {"FILLED": r["placed"]})
+
+        lat, lag, service = r["latency_us"], r["send_lag_us"], r["service_us"]
+        self.assertEqual(lat["count"], r["answered_measured"])
+        self.assertEqual(lag["count"], lat["count"])
+        self.assertEqual(service["count"], lat["count"])
+        self.assertAlmostEqual(lat["mean"], lag["mean"] + service["mean"], delta=0.2)
+        self.assertGreaterEqual(lat["max"], service["max"])
+        self.assertGreater(service["min"], 0)
+
+        self.assertEqual(sum(s["acks"] for s in r["timeline"]), r["answered"])
+        e2e = r["e2e"]
+        self.assertEqual(e2e["streams"], CUSTOMERS)
+        self.assertEqual(e2e["stream_failures"], 0)
+        self.assertEqual(e2e["unresolved_at_end"], 0)
+        self.assertEqual(e2e["exchange_rejects"], 0)
+        self.assertEqual(e2e["fills"], r["placed"])
+        self.assertEqual(e2e["latency_us"]["count"], e2e["fills_measured"])
+        self.assertGreater(e2e["latency_us"]["min"], 0)
+
+        closed = self.bench(b, "--duration-s", "30", "--max-requests", "200")
+        self.assertEqual(closed["answered"], 200)
+        self.assertEqual(closed["errors"], 0)
+        self.assertTrue(closed["closed_loop"])
+        self.assertIsNone(closed["send_lag_us"])
+        self.assertIsNone(closed["service_us"])
+        self.assertEqual(trades_by_status(b), {"FILLED": r["placed"] + 200})
+
+
+if __name__ == "__main__":
+    harness.strip_bin_dir_arg(sys.argv)
+    unittest.main(argv=sys.argv)
