@@ -1,5 +1,6 @@
 #include "exchange/simulator.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -50,15 +51,25 @@ public:
 
     ~simulator() override { stop(); }
 
-    void submit(const order& o) override {
-        net::post(io_, [this, o] { accept(o); });
-    }
+    void submit(const order& o) override { submit_all({o}); }
 
+    // Orders wait in the inbox, stamped with the millisecond they arrived in, until this thread
+    // next looks: it is woken only when its timer would look later than the millisecond after
+    // the earliest these orders can be due. Under a steady flow it wakes once a millisecond,
+    // not once per broker commit.
     void submit_all(const std::vector<order>& orders) override {
         if (orders.empty()) return;
-        net::post(io_, [this, orders] {
-            for (const auto& o : orders) accept(o);
-        });
+        const std::int64_t arrived = tick_of(clock::now());
+        bool wake = false;
+        {
+            std::lock_guard lock(inbox_mutex_);
+            for (const auto& o : orders) inbox_.push_back(arrival{o, arrived});
+            if (!next_look_ || *next_look_ > arrived + config_.latency_ms / 2 + 1) {
+                wake = true;
+                next_look_ = arrived;  // now: whoever submits before it looks need not wake it
+            }
+        }
+        if (wake) net::post(io_, [this] { take_inbox(); });
     }
 
     // Orders the simulator still owes a report for are in `accepted_`, and their report will
@@ -98,7 +109,45 @@ private:
         return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
     }
 
-    void accept(const order& o) {
+    struct arrival {
+        order o;
+        std::int64_t tick;  // the millisecond the order arrived in
+    };
+
+    // Accepts what arrived, executes what is due (an order executes on the first look at or
+    // after its due millisecond), and sets the timer for the next due millisecond; with nothing
+    // owed it stops looking until a submission wakes it.
+    void take_inbox() {
+        std::vector<arrival> arrived;
+        {
+            std::lock_guard lock(inbox_mutex_);
+            arrived.swap(inbox_);
+        }
+        for (const auto& a : arrived) accept(a);
+        const std::int64_t now = tick_of(clock::now());
+        std::vector<handover> reports;
+        while (!due_.empty() && due_.begin()->first <= now) {
+            const std::vector<order> orders = std::move(due_.begin()->second);
+            due_.erase(due_.begin());
+            for (const auto& o : orders) reports.push_back(execute(o));
+        }
+        if (!reports.empty()) sink_(std::move(reports));
+        std::optional<std::int64_t> next;
+        if (!due_.empty()) next = std::max(now + 1, due_.begin()->first);
+        {
+            std::lock_guard lock(inbox_mutex_);
+            if (!inbox_.empty()) {
+                // Arrived meanwhile: look again at once (next_look_ still says "now").
+                net::post(io_, [this] { take_inbox(); });
+                return;
+            }
+            next_look_ = next;
+        }
+        if (next) arm(*next);
+    }
+
+    void accept(const arrival& a) {
+        const order& o = a.o;
         // Idempotent by order id: a re-sent order is already owed its execution.
         {
             std::lock_guard lock(accepted_mutex_);
@@ -107,26 +156,15 @@ private:
         std::uniform_int_distribution<std::int64_t> jitter(0, config_.latency_ms);
         // Executions happen on whole-millisecond ticks: every order due in the same millisecond
         // executes in one wake-up of this thread, and its reports reach the broker together.
-        const std::int64_t due = tick_of(clock::now()) + config_.latency_ms / 2 + jitter(rng_);
+        const std::int64_t due = a.tick + config_.latency_ms / 2 + jitter(rng_);
         due_[due].push_back(o);
-        if (!armed_tick_ || due < *armed_tick_) arm(due);
     }
 
     void arm(std::int64_t tick) {
-        armed_tick_ = tick;
         execute_timer_.expires_at(clock::time_point(std::chrono::milliseconds(tick)));
         execute_timer_.async_wait([this](const boost::system::error_code& ec) {
-            if (ec) return;  // re-armed earlier, or stopping
-            armed_tick_.reset();
-            const std::int64_t now = tick_of(clock::now());
-            std::vector<handover> reports;
-            while (!due_.empty() && due_.begin()->first <= now) {
-                const std::vector<order> orders = std::move(due_.begin()->second);
-                due_.erase(due_.begin());
-                for (const auto& o : orders) reports.push_back(execute(o));
-            }
-            if (!reports.empty()) sink_(std::move(reports));
-            if (!due_.empty()) arm(due_.begin()->first);
+            if (ec) return;  // set again since, or stopping
+            take_inbox();
         });
     }
 
@@ -205,7 +243,10 @@ private:
     net::steady_timer quote_timer_;
     net::steady_timer execute_timer_;
     std::map<std::int64_t, std::vector<order>> due_;  // orders by execution tick (ms)
-    std::optional<std::int64_t> armed_tick_;         // the tick execute_timer_ waits for
+    std::mutex inbox_mutex_;
+    std::vector<arrival> inbox_;  // submitted, not yet taken by this thread
+    // The millisecond this thread next looks at the inbox by itself; none: it will not.
+    std::optional<std::int64_t> next_look_;
     market market_;
     std::mutex accepted_mutex_;
     std::unordered_set<std::uint64_t> accepted_;  // orders owed a report

@@ -11,6 +11,9 @@
 // simulator executes it then (re-sends are idempotent by order id while it runs).
 //
 // Orders execute on whole-millisecond ticks, and the reports of one tick are handed over together.
+// Submissions wait in an inbox that the simulator's thread takes when it next looks (at the next
+// due millisecond, or at once when that would be too late for them), so a busy broker does not
+// wake it once per commit; the delay to execution counts from the millisecond an order arrived in.
 //
 // Thread-safety: one internal thread owns the order state (the set of orders owed a report is
 // also touched, under a mutex, by the broker's thread that settles them); the public members may
