@@ -336,6 +336,7 @@ class ApiTest(BrokerTestCase):
                                                           "exp": now + 3600}).encode()),
                              parts[2]])
         big_headers = b"".join(b"X-Pad-%03d: %s\r\n" % (i, b"p" * 80) for i in range(120))
+        big_request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + big_headers + b"\r\n"
 
         # (name, request, expected status, allowed codes or None, methods the Allow header lists)
         E = None
@@ -363,6 +364,11 @@ class ApiTest(BrokerTestCase):
              431, {"headers_too_large"}, E),
             ("120 headers over 8 KiB in total",
              raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + big_headers + b"\r\n"),
+             431, {"headers_too_large"}, E),
+            # The same in 4 KiB pieces, each read apart: the limit holds for the whole header,
+            # not for what arrives after the first read.
+            ("120 headers over 8 KiB in 4 KiB pieces",
+             raw(big_request[:4096], [big_request[4096:8192], big_request[8192:]]),
              431, {"headers_too_large"}, E),
             ("body over 16 KiB by Content-Length",
              raw(b"POST /v1/trades HTTP/1.1\r\nHost: x\r\n" + auth
