@@ -97,7 +97,11 @@ class BenchTest(BrokerTestCase):
         self.assertEqual(e2e["unresolved_at_end"], 0)
         self.assertEqual(e2e["exchange_rejects"], 0)
         self.assertEqual(e2e["fills"], r["placed"])
-        self.assertEqual(e2e["latency_us"]["count"], e2e["fills_measured"])
+        # Placement -> FILLED latency is kept for the placements due in the measured window (as
+        # the acknowledgement latency is), every one of which was filled; fills_measured counts
+        # the FILLED updates that arrived in it, a rate that differs at the window's edges.
+        self.assertEqual(e2e["latency_us"]["count"], r["answered_measured"])
+        self.assertLessEqual(e2e["fills_measured"], e2e["fills"])
         self.assertGreater(e2e["latency_us"]["min"], 0)
 
         closed = self.bench(b, "--duration-s", "30", "--max-requests", "200")
