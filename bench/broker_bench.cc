@@ -42,6 +42,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -94,6 +95,7 @@ struct options {
     double drain_s = 10;
     int rss_pid = 0;
     std::vector<int> server_pids;  // CPU time of these is measured over the load
+    std::vector<std::string> server_counters;  // counters read from the target's /metrics
     std::uint64_t rss_every = 0;
     std::string out;
     std::string label;
@@ -152,19 +154,54 @@ std::optional<std::uint64_t> parse_hex_id(std::string_view text) {
     return v;
 }
 
-// CPU time (user + system, all threads) of a process, in seconds; -1 when it cannot be read.
-double cpu_s_of(int pid) {
-    std::ifstream in(fmt::format("/proc/{}/stat", pid));
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto close = stat.rfind(')');  // the command name may hold spaces
-    if (close == std::string::npos) return -1;
+// User + system CPU seconds from the text of a /proc stat file (a process's or a thread's); -1
+// when it cannot be parsed. `name` receives the command name (a thread's name, for a task).
+double stat_cpu_s(const std::string& stat, std::string* name = nullptr) {
+    const auto open = stat.find('(');
+    const auto close = stat.rfind(')');  // the command name may hold spaces and parentheses
+    if (open == std::string::npos || close == std::string::npos || close < open) return -1;
+    if (name != nullptr) *name = stat.substr(open + 1, close - open - 1);
     std::istringstream fields(stat.substr(close + 2));
     std::string f;
     double ticks = 0;
-    for (int i = 3; i <= 15 && fields >> f; ++i) {
+    int i = 3;
+    for (; i <= 15 && fields >> f; ++i) {
         if (i == 14 || i == 15) ticks += std::strtod(f.c_str(), nullptr);  // utime, stime
     }
+    if (i <= 15) return -1;
     return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+std::string read_text(const std::filesystem::path& p) {
+    std::ifstream in(p);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// CPU time (user + system, all threads) of a process, in seconds; -1 when it cannot be read.
+double cpu_s_of(int pid) {
+    return stat_cpu_s(read_text(fmt::format("/proc/{}/stat", pid)));
+}
+
+// CPU time of every thread of the given processes: "pid/tid" -> (thread name, seconds). Threads
+// are told apart by id, so that two samples can be subtracted per thread; the report sums them by
+// name (io-0, engine, rocksdb:high; nginx's workers are processes, so by their pids).
+struct thread_time {
+    std::string name;
+    double cpu_s = 0;
+};
+std::map<std::string, thread_time> thread_cpu_of(const std::vector<int>& pids) {
+    std::map<std::string, thread_time> out;
+    for (const int pid : pids) {
+        std::error_code ec;
+        for (const auto& task :
+             std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+            thread_time t;
+            t.cpu_s = stat_cpu_s(read_text(task.path() / "stat"), &t.name);
+            if (t.cpu_s < 0) continue;  // the thread ended while we looked
+            out.emplace(fmt::format("{}/{}", pid, task.path().filename().string()), std::move(t));
+        }
+    }
+    return out;
 }
 
 // Busy CPU seconds of the whole machine, all cores (from the first line of /proc/stat).
@@ -185,9 +222,11 @@ struct cpu_account {
     double server_s = 0;
     double client_s = 0;
     bool server_known = false;
+    std::map<std::string, thread_time> server_threads;
 
     static cpu_account now(const std::vector<int>& server_pids) {
         cpu_account a;
+        a.server_threads = thread_cpu_of(server_pids);
         a.machine_busy_s = machine_busy_seconds();
         a.client_s = cpu_s_of(getpid());
         a.server_known = !server_pids.empty();
@@ -732,7 +771,11 @@ options parse(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--rss-pid", o.rss_pid, "sample this process's RSS during the load");
     app.add_option("--server-pid", o.server_pids,
-                   "measure the CPU time of these processes over the load (repeatable)");
+                   "measure the CPU time of these processes, and of each of their threads, "
+                   "over the load (repeatable)");
+    app.add_option("--server-counter", o.server_counters,
+                   "read this counter from the target's /metrics before and after the load and "
+                   "report how much it grew (repeatable)");
     app.add_option("--rss-every", o.rss_every, "sample RSS every N acknowledged requests");
     app.add_option("--out", o.out, "write results JSON here");
     app.add_option("--label", o.label, "a name for this run in the JSON");
@@ -768,6 +811,49 @@ tcp::endpoint resolve(const std::string& target) {
     }
     if (port <= 0 || port > 65535) die(fmt::format("--target: bad port in '{}'", target));
     return {address, static_cast<unsigned short>(port)};
+}
+
+// The values of the named counters on the target's Prometheus text endpoint (GET /metrics), in
+// the order asked; nullopt for one the answer does not have, or for all when it cannot be read.
+// A counter line is "name value" or "name{labels} value"; labelled series are summed.
+std::vector<std::optional<double>> read_counters(const tcp::endpoint& at,
+                                                 const std::vector<std::string>& names) {
+    std::vector<std::optional<double>> values(names.size());
+    if (names.empty()) return values;
+    net::io_context io;
+    tcp::socket socket(io);
+    beast::error_code ec;
+    socket.connect(at, ec);
+    if (ec) return values;
+    const timeval limit{5, 0};  // a server that stops answering must not hang the report
+    (void)setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    (void)setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    http::request<http::empty_body> req{http::verb::get, "/metrics", 11};
+    req.set(http::field::host, "bench");
+    req.keep_alive(false);
+    http::write(socket, req, ec);
+    if (ec) return values;
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(16 << 20);
+    http::read(socket, buffer, parser, ec);
+    if (ec || parser.get().result() != http::status::ok) return values;
+    std::istringstream lines(parser.get().body());
+    std::string line;
+    while (std::getline(lines, line)) {
+        if (line.empty() || line[0] == '#') continue;
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            const std::string& n = names[i];
+            if (line.size() <= n.size() || line.compare(0, n.size(), n) != 0) continue;
+            if (line[n.size()] != ' ' && line[n.size()] != '{') continue;
+            const auto space = line.rfind(' ');
+            char* end = nullptr;
+            const double v = std::strtod(line.c_str() + space + 1, &end);
+            if (end == line.c_str() + space + 1) continue;
+            values[i] = values[i].value_or(0) + v;
+        }
+    }
+    return values;
 }
 
 // The 1-minute load average, as JSON.
@@ -908,6 +994,8 @@ int main(int argc, char** argv) {
     std::optional<time_point> load_end;  // when the last connection finished
     cpu_account cpu_before;
     cpu_account cpu_after;
+    std::vector<std::optional<double>> counters_before(opt.server_counters.size());
+    std::vector<std::optional<double>> counters_after(opt.server_counters.size());
     std::string loadavg_before = "null";
     std::string loadavg_after = "null";
     if (!opt.setup_only) {
@@ -923,6 +1011,7 @@ int main(int argc, char** argv) {
         rs.deadline = rs.start + std::chrono::duration_cast<clock_type::duration>(window);
         rs.load_started = true;
         rs.sample_rss(0);
+        counters_before = read_counters(rs.endpoint, opt.server_counters);
         cpu_before = cpu_account::now(opt.server_pids);
         loadavg_before = read_loadavg();
         rs.http_done = 0;
@@ -952,6 +1041,7 @@ int main(int argc, char** argv) {
             std::max(0.0, seconds_between(std::min(rs.deadline, *load_end), clock_type::now()));
         rs.sample_rss(rs.acks.load());
         cpu_after = cpu_account::now(opt.server_pids);
+        counters_after = read_counters(rs.endpoint, opt.server_counters);
         loadavg_after = read_loadavg();
     }
 
@@ -1027,16 +1117,60 @@ int main(int argc, char** argv) {
         const double server = cpu_after.server_s - cpu_before.server_s;
         const bool known = cpu_before.server_known && cpu_after.server_known;
         const double cores = static_cast<double>(std::max(1u, std::thread::hardware_concurrency()));
+        // Per thread name: what each thread used over the load, and per answered request.
+        // Threads that ended during the load are missing here but counted in server_s.
+        std::map<std::string, double> by_name;
+        for (const auto& [key, after] : cpu_after.server_threads) {
+            double before = 0;
+            if (const auto it = cpu_before.server_threads.find(key);
+                it != cpu_before.server_threads.end()) {
+                before = it->second.cpu_s;
+            }
+            // A thread name is 15 bytes the program chose; keep the JSON valid whatever they are.
+            std::string name = after.name;
+            for (char& c : name) {
+                if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') c = '_';
+            }
+            by_name[name] += std::max(0.0, after.cpu_s - before);
+        }
+        std::vector<std::pair<std::string, double>> ranked(by_name.begin(), by_name.end());
+        std::stable_sort(ranked.begin(), ranked.end(),
+                         [](const auto& a, const auto& b) { return a.second > b.second; });
+        std::string threads = "[";
+        double threads_s = 0;
+        for (const auto& [name, cpu] : ranked) {
+            if (threads.size() > 1) threads += ',';
+            threads += fmt::format(
+                R"({{"name":"{}","cpu_s":{:.3f},"us_per_request":{}}})", name, cpu,
+                counts.answered > 0
+                    ? fmt::format("{:.2f}", cpu * 1e6 / static_cast<double>(counts.answered))
+                    : "null");
+            threads_s += cpu;
+        }
+        threads += ']';
         cpu_json = fmt::format(
             R"({{"wall_s":{:.3f},"cores":{},"machine_busy_s":{:.3f},"client_s":{:.3f},)"
-            R"("server_s":{},"others_s":{},"others_share":{},"server_us_per_request":{}}})",
+            R"("server_s":{},"others_s":{},"others_share":{},"server_us_per_request":{},)"
+            R"("server_threads":{},"server_threads_ended_s":{}}})",
             wall, cores, busy, client, known ? fmt::format("{:.3f}", server) : "null",
             known ? fmt::format("{:.3f}", busy - client - server) : "null",
             known ? fmt::format("{:.3f}", (busy - client - server) / (cores * wall)) : "null",
             known && counts.answered > 0
                 ? fmt::format("{:.2f}", server * 1e6 / static_cast<double>(counts.answered))
-                : "null");
+                : "null",
+            known ? threads : "null",
+            known ? fmt::format("{:.3f}", server - threads_s) : "null");
     }
+
+    std::string counters_json = "{";
+    for (std::size_t i = 0; i < opt.server_counters.size(); ++i) {
+        if (counters_json.size() > 1) counters_json += ',';
+        const auto& a = counters_before[i];
+        const auto& b = counters_after[i];
+        counters_json += fmt::format(R"("{}":{})", opt.server_counters[i],
+                                     a && b ? fmt::format("{:.0f}", *b - *a) : "null");
+    }
+    counters_json += '}';
 
     const std::string json = fmt::format(
         R"({{"label":"{}","mode":"{}","target":"{}","connections":{},"customers":{},"threads":{},)"
@@ -1044,7 +1178,8 @@ int main(int argc, char** argv) {
         R"("load_s":{:.3f},"measured_s":{:.3f},"drain_s":{:.2f},"sent":{},"answered":{},"answered_measured":{},)"
         R"("throughput_per_s":{:.1f},"placed":{},"rejected":{},"http_status":{},"errors":{},)"
         R"("reconnects":{},"latency_us":{},"latency_spectrum":{},"latency_histogram":{},)"
-        R"("send_lag_us":{},"service_us":{},"e2e":{},"setup":{},"cpu":{},"loadavg":[{},{}],"timeline":{},"rss":{}}})"
+        R"("send_lag_us":{},"service_us":{},"e2e":{},"setup":{},"cpu":{},"server_counters":{},)"
+        R"("loadavg":[{},{}],"timeline":{},"rss":{}}})"
         "\n",
         opt.label, opt.mode, opt.target, opt.connections, opt.customers, opt.threads,
         rs.closed_loop() ? "true" : "false", opt.rate, opt.duration_s, opt.warmup_s, load_s,
@@ -1053,7 +1188,7 @@ int main(int argc, char** argv) {
         counts.reconnects, latency_json(lat), spectrum_json(lat), buckets_json(lat),
         rs.closed_loop() ? std::string("null") : latency_json(send_lag),
         rs.closed_loop() ? std::string("null") : latency_json(service), e2e_json,
-        setup_json, cpu_json, loadavg_before, loadavg_after, timeline, rss);
+        setup_json, cpu_json, counters_json, loadavg_before, loadavg_after, timeline, rss);
     if (!opt.out.empty()) {
         std::ofstream f(opt.out);
         f << json;

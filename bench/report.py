@@ -161,6 +161,19 @@ def compare(results):
         else:
             g["met"] = m >= g["target"]
 
+    def where_cpu(r):
+        """brokerd's CPU per answered request by thread name, and requests per journal commit."""
+        cpu = r.get("cpu") or {}
+        threads = {t["name"]: t["us_per_request"] for t in (cpu.get("server_threads") or [])
+                   if t.get("us_per_request") is not None}
+        commits = (r.get("server_counters") or {}).get("broker_journal_commits_total")
+        answered = r.get("answered") or 0
+        return {"us_per_request_by_thread": threads, "commits": commits,
+                "requests_per_commit": (answered / commits) if commits else None}
+
+    phases = {"closed": closed, "half": half, "streams": e2e, "streams_half": e2e_half}
+    cpu_by_phase = {name: where_cpu(r) for name, r in phases.items() if r}
+
     rejected = {}
     for r in brokerd_runs:
         for k, v in (r.get("rejected") or {}).items():
@@ -180,6 +193,9 @@ def compare(results):
             # the half-of-peak latency in two parts: how late broker-bench sent, and send -> answer
             "half_send_lag_us": half.get("send_lag_us"),
             "half_send_to_answer_us": half.get("service_us"),
+            # where brokerd's CPU went in each phase (per thread), and how many answered
+            # requests one journal commit (one fsync) carried
+            "cpu_by_phase": cpu_by_phase,
             "rejected": rejected,
             "errors": sum((r.get("errors") or 0) for r in brokerd_runs),
             "http_status": [r.get("http_status") for r in brokerd_runs],
@@ -238,6 +254,22 @@ def compare(results):
                      f"{fmt_ms(lag.get('p50'))} / p99 {fmt_ms(lag.get('p99'))} ms (no free connection, or "
                      f"the client waiting for a core); send -> answer p50 {fmt_ms(service.get('p50'))} / "
                      f"p99 {fmt_ms(service.get('p99'))} ms")
+    shown_phases = [(n, c) for n, c in cpu_by_phase.items() if c["us_per_request_by_thread"]]
+    if shown_phases:
+        names = []
+        for _, c in shown_phases:
+            for k, v in sorted(c["us_per_request_by_thread"].items(), key=lambda kv: -kv[1]):
+                if v >= 0.5 and k not in names:
+                    names.append(k)
+        lines.append("")
+        lines.append("| brokerd phase | requests per journal commit | " + " | ".join(names) + " |")
+        lines.append("|---|---:|" + "---:|" * len(names))
+        for n, c in shown_phases:
+            rpc = c["requests_per_commit"]
+            cells = [f"{c['us_per_request_by_thread'].get(k, 0):.1f}" for k in names]
+            lines.append(f"| {n} | {'' if rpc is None else f'{rpc:.1f}'} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("(brokerd's CPU per answered request by thread, in µs)")
     la = machine.get("loadavg_at_start")
     lines.append("")
     lines.append(f"machine: {machine.get('nproc')} x {machine.get('cpu_model')}, {machine.get('ram_gib')} GiB, "

@@ -9,7 +9,8 @@ Run:  python3 tests/integration/test_bench.py --bin-dir build [-v]
      latency from when it was due is exactly how late it was sent plus send -> answer, so the
      three histograms have equal counts and mean(latency) = mean(lag) + mean(send -> answer);
      every placement is followed by its FILLED on the stream; the per-second timeline adds up;
-     brokerd holds as many trades, all FILLED, as broker-bench counted placements;
+     brokerd holds as many trades, all FILLED, as broker-bench counted placements; brokerd's CPU
+     by thread adds up to its process figure, and its commits come from its /metrics;
   3. closed loop bounded by --max-requests: exactly that many requests, no open-loop fields.
 Loads are small (hundreds of requests) and bounded in count and time: this checks the harness,
 not brokerd's speed.
@@ -73,7 +74,10 @@ class BenchTest(BrokerTestCase):
             st, acct = b.request("GET", "/v1/account", token=b.token("bench-%08d" % i))
             self.assertEqual(st, 200, acct)
 
-        r = self.bench(b, "--rate", "300", "--duration-s", "3", "--warmup-s", "1", "--e2e")
+        r = self.bench(b, "--rate", "300", "--duration-s", "3", "--warmup-s", "1", "--e2e",
+                       "--server-pid", str(b.proc.pid),
+                       "--server-counter", "broker_journal_commits_total",
+                       "--server-counter", "broker_no_such_counter_total")
         self.assertEqual(r["errors"], 0, r)
         self.assertEqual(r["sent"], r["answered"])
         self.assertGreater(r["answered_measured"], 300)
@@ -91,6 +95,26 @@ class BenchTest(BrokerTestCase):
         self.assertGreater(service["min"], 0)
 
         self.assertEqual(sum(s["acks"] for s in r["timeline"]), r["answered"])
+
+        # brokerd's CPU by thread: its named threads, adding up to no more than the process's
+        # own figure (/proc counts in 10 ms ticks, per thread); and its commits from /metrics.
+        cpu = r["cpu"]
+        threads = {t["name"]: t for t in cpu["server_threads"]}
+        for name in ("engine", "io-0", "io-1", "exchange-sim"):
+            self.assertIn(name, threads, cpu["server_threads"])
+        self.assertGreater(threads["engine"]["cpu_s"], 0, threads)
+        ticks = 0.01 * (len(threads) + 1)
+        self.assertTrue(all(t["cpu_s"] >= 0 for t in threads.values()), threads)
+        self.assertLessEqual(sum(t["cpu_s"] for t in threads.values()), cpu["server_s"] + ticks)
+        self.assertAlmostEqual(sum(t["cpu_s"] for t in threads.values())
+                               + cpu["server_threads_ended_s"], cpu["server_s"], delta=0.002)
+        self.assertAlmostEqual(threads["engine"]["us_per_request"],
+                               threads["engine"]["cpu_s"] * 1e6 / r["answered"], delta=0.01)
+        commits = r["server_counters"]["broker_journal_commits_total"]
+        # Each commit carries at least one placement or fill; each placement at most two.
+        self.assertGreater(commits, 0)
+        self.assertLessEqual(commits, 2 * r["answered"] + 10)
+        self.assertIsNone(r["server_counters"]["broker_no_such_counter_total"])
         e2e = r["e2e"]
         self.assertEqual(e2e["streams"], CUSTOMERS)
         self.assertEqual(e2e["stream_failures"], 0)
@@ -110,6 +134,8 @@ class BenchTest(BrokerTestCase):
         self.assertTrue(closed["closed_loop"])
         self.assertIsNone(closed["send_lag_us"])
         self.assertIsNone(closed["service_us"])
+        self.assertEqual(closed["server_counters"], {})
+        self.assertIsNone(closed["cpu"]["server_s"])  # no --server-pid: nothing to account
         self.assertEqual(trades_by_status(b), {"FILLED": r["placed"] + 200})
 
 
