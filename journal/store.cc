@@ -216,6 +216,13 @@ rocksdb::ColumnFamilyOptions cf_options(key_order order = key_order::any) {
     // the skip list already keeps one for in-order inserts.
     if (order == key_order::per_customer) {
         o.memtable_insert_with_hint_prefix_extractor = std::make_shared<customer_prefix>();
+        // Keys that begin with the customer make every new level-0 file overlap all of level 1,
+        // so each level-0 compaction rewrites the whole of level 1 (a sequential family only
+        // moves its files down). Compacting after 8 level-0 files instead of 4 halves how often
+        // that happens: in 60 s closed loops the compaction thread's CPU per request fell from
+        // 7.8-8.3 to 4.6-5.3 µs. Reads of these families (stream backlog, closed-trade listing)
+        // look at up to 8 level-0 files instead of 4.
+        o.level0_file_num_compaction_trigger = 8;
     }
     return o;
 }
