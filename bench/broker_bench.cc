@@ -820,24 +820,28 @@ std::vector<std::optional<double>> read_counters(const tcp::endpoint& at,
                                                  const std::vector<std::string>& names) {
     std::vector<std::optional<double>> values(names.size());
     if (names.empty()) return values;
+    // Asynchronous, under one deadline: a server that stops answering must not hang the report
+    // (a blocking socket's receive timeout would not do: Asio waits on past it).
     net::io_context io;
-    tcp::socket socket(io);
-    beast::error_code ec;
-    socket.connect(at, ec);
-    if (ec) return values;
-    const timeval limit{5, 0};  // a server that stops answering must not hang the report
-    (void)setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-    (void)setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    beast::tcp_stream stream(io);
+    stream.expires_after(std::chrono::seconds(5));
     http::request<http::empty_body> req{http::verb::get, "/metrics", 11};
     req.set(http::field::host, "bench");
     req.keep_alive(false);
-    http::write(socket, req, ec);
-    if (ec) return values;
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(16 << 20);
-    http::read(socket, buffer, parser, ec);
-    if (ec || parser.get().result() != http::status::ok) return values;
+    bool read = false;
+    stream.async_connect(at, [&](beast::error_code connected) {
+        if (connected) return;
+        http::async_write(stream, req, [&](beast::error_code written, std::size_t) {
+            if (written) return;
+            http::async_read(stream, buffer, parser,
+                             [&](beast::error_code got, std::size_t) { read = !got; });
+        });
+    });
+    io.run();
+    if (!read || parser.get().result() != http::status::ok) return values;
     std::istringstream lines(parser.get().body());
     std::string line;
     while (std::getline(lines, line)) {
