@@ -355,9 +355,7 @@ http_response router::refused() const {
 std::optional<trade> router::trade_of(const caller& who, const outcome& o) {
     if (o.trade_view) return o.trade_view;
     if (!o.trade_ref) return std::nullopt;
-    auto closed = svc_.find_closed_trade(*o.trade_ref);
-    if (!closed || closed->customer_id != who.customer_id) return std::nullopt;
-    return closed;
+    return svc_.find_closed_trade(who.customer_id, *o.trade_ref);
 }
 
 void router::submit(command c, responder respond, std::function<http_response(outcome&)> render) {
@@ -444,10 +442,8 @@ void router::get_trade(const caller& who, std::string_view id_text, responder re
                }
                // Not open: it is either closed (and in the store, durably, since it closed in an
                // earlier batch than this answer) or unknown.
-               const auto closed = svc_.find_closed_trade(id);
-               if (!closed || closed->customer_id != who.customer_id) {
-                   return error(404, "trade_not_found", "no such trade");
-               }
+               const auto closed = svc_.find_closed_trade(who.customer_id, id);
+               if (!closed) return error(404, "trade_not_found", "no such trade");
                return http_response{200, trade_json(*closed), {}, 0};
            });
 }
@@ -570,8 +566,7 @@ http_response router::trade_answer(const caller& who, trade_id id, outcome& o) {
                                        o.code == errc::trade_not_modifiable);
     if (not_open) {
         // Closed (or never existed): only its owner may learn that it exists.
-        const auto closed = svc_.find_closed_trade(id);
-        if (!closed || closed->customer_id != who.customer_id) {
+        if (!svc_.find_closed_trade(who.customer_id, id)) {
             return error(404, "trade_not_found", "no such trade");
         }
     }

@@ -71,8 +71,9 @@ public:
     [[nodiscard]] virtual bool submit(command c, completion done) = 0;
     // Queues a request for the state digest at the last applied sequence.
     [[nodiscard]] virtual bool submit_digest(completion done) = 0;
-    // A terminal trade from the trade store.
-    [[nodiscard]] virtual std::optional<trade> find_closed_trade(trade_id id) = 0;
+    // A terminal trade of `customer_id` from the store (nothing for another customer's trade).
+    [[nodiscard]] virtual std::optional<trade> find_closed_trade(const std::string& customer_id,
+                                                                 trade_id id) = 0;
     // The exchange's latest price; nullopt when the symbol is not listed.
     [[nodiscard]] virtual std::optional<money> quote(symbol s) = 0;
     [[nodiscard]] virtual bool market_open(timestamp_ms now) = 0;

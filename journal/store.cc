@@ -404,7 +404,7 @@ const hash256& store::tip_hash() const {
 }
 
 result<ok_t, store_error> store::append(const write_set& w) {
-    if (w.events.empty() && w.closed_trades.empty() && w.changes.empty()) return ok_v;
+    if (w.events.empty() && w.changes.empty()) return ok_v;
     chain_tip next = impl_->tip;
     rocksdb::WriteBatch batch;
     std::string record;
@@ -416,12 +416,6 @@ result<ok_t, store_error> store::append(const write_set& w) {
         auto s = batch.Put(impl_->cf(cf_journal), be_key(e.sequence), record);
         if (!s.ok()) return failed(s, "batching a record");
         next = chain_tip{e.sequence, chain_hash(next.hash, record)};
-    }
-    for (const trade& t : w.closed_trades) {
-        record.clear();
-        encode_trade(t, record);
-        auto s = batch.Put(impl_->cf(cf_trades), be_key(t.id.value), record);
-        if (!s.ok()) return failed(s, "batching a trade");
     }
     for (const auto& [c, created] : w.changes) {
         const trade& t = c.snapshot;
@@ -703,17 +697,19 @@ result<std::string, store_error> store::read_snapshot(std::uint64_t sequence) co
     return out;
 }
 
-result<std::optional<trade>, store_error> store::find_trade(trade_id id) const {
+result<std::optional<trade>, store_error> store::find_trade(const std::string& customer_id,
+                                                           trade_id id) const {
     std::string value;
-    const auto s =
-        impl_->db->Get(rocksdb::ReadOptions{}, impl_->cf(cf_trades), be_key(id.value), &value);
+    const auto s = impl_->db->Get(rocksdb::ReadOptions{}, impl_->cf(cf_closed_by_customer),
+                                  customer_key(customer_id, be_key(id.value)), &value);
     if (s.IsNotFound()) return std::optional<trade>{};
     if (!s.ok()) return failed(s, fmt::format("reading trade {}", format_trade_id(id)));
     auto t = decode_trade(value);
     if (!t) return corrupt(fmt::format("trade {}: {}", format_trade_id(id), t.error().what));
-    if (t->id != id) {
-        return corrupt(fmt::format("trade {}: stored record is trade {}", format_trade_id(id),
-                                   format_trade_id(t->id)));
+    if (t->id != id || t->customer_id != customer_id) {
+        return corrupt(fmt::format("trade {} of {}: stored record is trade {} of {}",
+                                   format_trade_id(id), customer_id, format_trade_id(t->id),
+                                   t->customer_id));
     }
     return std::optional<trade>{std::move(t.value())};
 }

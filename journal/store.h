@@ -2,7 +2,9 @@
 //
 // Column families:
 //   "journal" -- key: sequence as u64 big-endian; value: a record (codec.h)
-//   "trades"  -- key: trade_id as u64 big-endian; value: a terminal trade (codec.h encode_trade)
+//   "trades"  -- no longer written. Stores that had it held every terminal trade by id, a third
+//                copy of what "closed_by_customer" and "updates" hold; the family stays so that
+//                such stores still open (RocksDB opens a store only with all its families).
 //   "meta"    -- "chain_tip": u64 sequence + hash256 of the last record
 //   "closed_by_customer" -- key: customer_id 0x00 trade_id(u64 BE); value: the terminal trade
 //   "client_orders"      -- key: customer_id 0x00 client_order_id; value: trade_id (u64 BE)
@@ -65,8 +67,7 @@ struct indexed_change {
 
 // One group commit's worth of writes.
 struct write_set {
-    std::vector<event> events;          // consecutive sequences, continuing the journal
-    std::vector<trade> closed_trades;   // terminal trades to keep in the trade store
+    std::vector<event> events;            // consecutive sequences, continuing the journal
     std::vector<indexed_change> changes;  // every trade change the events made, in order
 };
 
@@ -127,8 +128,10 @@ public:
     // The bytes of one stored snapshot, unverified (decode_snapshot verifies).
     [[nodiscard]] result<std::string, store_error> read_snapshot(std::uint64_t sequence) const;
 
-    // A terminal trade from the trade store.
-    [[nodiscard]] result<std::optional<trade>, store_error> find_trade(trade_id id) const;
+    // A terminal trade of `customer_id` (nothing when the trade is open, unknown, or another
+    // customer's).
+    [[nodiscard]] result<std::optional<trade>, store_error> find_trade(
+        const std::string& customer_id, trade_id id) const;
     // A customer's terminal trades, newest first, with ids below `before` (0: no bound), of
     // symbol `sym` when given, at most `limit`.
     [[nodiscard]] result<std::vector<trade>, store_error> closed_trades(

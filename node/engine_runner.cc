@@ -178,8 +178,9 @@ void engine_runner::maintenance_loop() {
     }
 }
 
-std::optional<trade> engine_runner::find_closed_trade(trade_id id) {
-    auto found = store_.find_trade(id);
+std::optional<trade> engine_runner::find_closed_trade(const std::string& customer_id,
+                                                     trade_id id) {
+    auto found = store_.find_trade(customer_id, id);
     if (!found) {
         spdlog::error("trade store read failed: {}", found.error().what);
         return std::nullopt;
@@ -539,9 +540,6 @@ api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch
         event e{state_.last_sequence + 1, t, std::move(body)};
         auto change = apply(state_, e);
         if (change) {
-            if (is_terminal(change->snapshot.status)) {
-                b.writes.closed_trades.push_back(change->snapshot);
-            }
             if (submitted) b.orders.push_back(order_for(change->snapshot));
             b.writes.changes.push_back(journal::indexed_change{*change, created});
             // The answer shows the trade as the command's first event left it (a placement

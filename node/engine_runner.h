@@ -83,7 +83,8 @@ public:
     };
     [[nodiscard]] bool submit_from_engine(std::vector<engine_submission> all);
     [[nodiscard]] bool submit_digest(api::completion done) override;
-    [[nodiscard]] std::optional<trade> find_closed_trade(trade_id id) override;
+    [[nodiscard]] std::optional<trade> find_closed_trade(const std::string& customer_id,
+                                                         trade_id id) override;
     [[nodiscard]] std::optional<money> quote(symbol s) override;
     [[nodiscard]] bool market_open(timestamp_ms now) override;
     [[nodiscard]] std::int64_t collar_bps() const override { return config_.collar_bps; }

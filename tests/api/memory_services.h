@@ -72,9 +72,9 @@ public:
         done(std::move(o));
         return true;
     }
-    std::optional<trade> find_closed_trade(trade_id id) override {
+    std::optional<trade> find_closed_trade(const std::string& customer_id, trade_id id) override {
         auto it = closed.find(id.value);
-        if (it == closed.end()) return std::nullopt;
+        if (it == closed.end() || it->second.customer_id != customer_id) return std::nullopt;
         return it->second;
     }
     std::optional<money> quote(symbol sym) override {

@@ -9,6 +9,7 @@
 
 #include "engine/events.h"
 #include "engine/state.h"
+#include "journal/store.h"
 
 namespace broker::journal::testing {
 
@@ -91,15 +92,21 @@ inline std::vector<event> busy_events(int customers, int rounds) {
     return s.events();
 }
 
-// Applies events as the live path does, collecting the trades that became terminal.
+// Applies events as the live path does, collecting every trade change (for the store's
+// indexes) and the trades that became terminal.
 struct live_state {
     state st;
+    std::vector<indexed_change> changes;
     std::vector<trade> closed;
 
     void apply_all(const std::vector<event>& events) {
         for (const event& e : events) {
+            const bool created = std::holds_alternative<trade_placed>(e.body) ||
+                                 std::holds_alternative<trade_refused>(e.body);
             auto change = apply(st, e);
-            if (change && is_terminal(change->snapshot.status)) closed.push_back(change->snapshot);
+            if (!change) continue;
+            if (is_terminal(change->snapshot.status)) closed.push_back(change->snapshot);
+            changes.push_back(indexed_change{*change, created});
         }
     }
 };

@@ -87,6 +87,13 @@ class raw_db {
     void del(int cf, const std::string& k) {
         REQUIRE(db_->Delete(rocksdb::WriteOptions{}, handles_.at(cf), k).ok());
     }
+    std::size_t count(int cf) {
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions{}, handles_.at(cf)));
+        std::size_t n = 0;
+        for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+        REQUIRE(it->status().ok());
+        return n;
+    }
     // Bytes of the family's live table files.
     std::uint64_t table_bytes(const std::string& family) {
         std::vector<rocksdb::LiveFileMetaData> files;
@@ -103,19 +110,20 @@ class raw_db {
 constexpr int journal_cf = 1;
 constexpr int trades_cf = 2;
 constexpr int meta_cf = 3;
+constexpr int closed_by_customer_cf = 4;
 
-// Writes `events` with the closed trades the live path would collect, in batches of `batch`.
+// Writes `events` with the trade changes the live path would collect, in batches of `batch`.
 testing::live_state append_live(store& s, const std::vector<event>& events, std::size_t batch) {
     testing::live_state live;
     for (std::size_t i = 0; i < events.size(); i += batch) {
         const std::vector<event> part(
             events.begin() + static_cast<std::ptrdiff_t>(i),
             events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), i + batch)));
-        const std::size_t closed_before = live.closed.size();
+        const std::size_t changes_before = live.changes.size();
         live.apply_all(part);
         append_ok(s, write_set{part,
-                               {live.closed.begin() + static_cast<std::ptrdiff_t>(closed_before),
-                                live.closed.end()}});
+                               {live.changes.begin() + static_cast<std::ptrdiff_t>(changes_before),
+                                live.changes.end()}});
     }
     return live;
 }
@@ -238,46 +246,79 @@ TEST_CASE("recover up to a sequence rebuilds the state as it was then") {
     CHECK(state_digest(*st) != state_digest(*recover(*s)));
 }
 
-TEST_CASE("find_trade returns terminal trades after append and nothing for other ids") {
+TEST_CASE("find_trade returns a customer's terminal trades and nothing for others") {
     temp_dir dir;
     auto s = open_store(dir);
     const auto live = append_live(*s, testing::sample_events(), 2);
     REQUIRE(live.closed.size() == 4);  // trades 1 (filled), 2 (rejected), 3 (refused), 4 (canceled)
     for (const trade& t : live.closed) {
-        const auto found = s->find_trade(t.id);
+        const auto found = s->find_trade(t.customer_id, t.id);
         REQUIRE(found.has_value());
         REQUIRE(found->has_value());
         CHECK(**found == t);
+        // Another customer never sees it.
+        const auto other = s->find_trade(t.customer_id + "x", t.id);
+        REQUIRE(other.has_value());
+        CHECK_FALSE(other->has_value());
     }
     CHECK(live.closed[0].status == trade_status::filled);
+    // Open (5, 6) or unknown (999) trades are not in the store.
+    const std::string owner = live.closed[0].customer_id;
     for (const std::uint64_t id : {5, 6, 999}) {
-        const auto found = s->find_trade(trade_id{id});
+        const auto found = s->find_trade(owner, trade_id{id});
         REQUIRE(found.has_value());
         CHECK_FALSE(found->has_value());
     }
 }
 
-TEST_CASE("a damaged trade in the trade store is reported as corruption") {
+TEST_CASE("a damaged terminal trade in the store is reported as corruption") {
     temp_dir dir;
+    std::vector<trade> closed;
     {
         auto s = open_store(dir);
-        (void)append_live(*s, testing::sample_events(), 100);
+        closed = append_live(*s, testing::sample_events(), 100).closed;
     }
+    REQUIRE(closed.size() == 4);
+    const trade& t1 = closed[0];
+    const trade& t2 = closed[1];
+    REQUIRE(t1.id.value == 1);
+    REQUIRE(t2.id.value == 2);
+    const auto closed_key = [](const trade& t, std::uint64_t id) {
+        return t.customer_id + std::string(1, '\0') + key(id);
+    };
     {
         raw_db raw(dir.str());
-        std::string t1 = raw.get(trades_cf, key(1));
-        t1[5] = static_cast<char>(t1[5] ^ 0x10);
-        raw.put(trades_cf, key(1), t1);
-        raw.put(trades_cf, key(3), raw.get(trades_cf, key(2)));  // a valid record, wrong key
+        std::string v1 = raw.get(closed_by_customer_cf, closed_key(t1, 1));
+        v1[5] = static_cast<char>(v1[5] ^ 0x10);
+        raw.put(closed_by_customer_cf, closed_key(t1, 1), v1);
+        // A valid record under another trade's key.
+        raw.put(closed_by_customer_cf, closed_key(t2, 77), raw.get(closed_by_customer_cf, closed_key(t2, 2)));
     }
     auto s = open_store(dir);
-    const auto bad = s->find_trade(trade_id{1});
+    const auto bad = s->find_trade(t1.customer_id, trade_id{1});
     REQUIRE_FALSE(bad.has_value());
     CHECK(bad.error().corruption);
     CHECK(bad.error().what.find("0000000000000001") != std::string::npos);
-    const auto moved = s->find_trade(trade_id{3});
+    const auto moved = s->find_trade(t2.customer_id, trade_id{77});
     REQUIRE_FALSE(moved.has_value());
+    CHECK(moved.error().corruption);
     CHECK(moved.error().what.find("stored record is trade 0000000000000002") != std::string::npos);
+    // The undamaged trade still reads.
+    const auto good = s->find_trade(t2.customer_id, trade_id{2});
+    REQUIRE(good.has_value());
+    REQUIRE(good->has_value());
+    CHECK(**good == t2);
+}
+
+TEST_CASE("appends write nothing to the retired trades family") {
+    temp_dir dir;
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, testing::sample_events(), 3);
+    }
+    raw_db raw(dir.str());
+    CHECK(raw.count(trades_cf) == 0);
+    CHECK(raw.count(closed_by_customer_cf) == 4);
 }
 
 TEST_CASE("a record replaced by a validly checksummed one with another prev hash is detected") {

@@ -96,7 +96,7 @@ TEST_CASE("a store copied mid-write, as a crash leaves it, recovers every record
             const std::vector<event> part(
                 events.begin() + static_cast<std::ptrdiff_t>(i),
                 events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), i + 8)));
-            REQUIRE((*s)->append(write_set{part, {}, {}}));
+            REQUIRE((*s)->append(write_set{part, {}}));
         }
         tip = (*s)->tip_hash();
         // The files as they are on disk now, with the WAL still open: the state a crash (or a

@@ -60,8 +60,6 @@ journal::write_set sim_node::merge(const std::vector<pending_batch>& batches) {
     journal::write_set all;
     for (const auto& b : batches) {
         all.events.insert(all.events.end(), b.writes.events.begin(), b.writes.events.end());
-        all.closed_trades.insert(all.closed_trades.end(), b.writes.closed_trades.begin(),
-                                 b.writes.closed_trades.end());
         all.changes.insert(all.changes.end(), b.writes.changes.begin(), b.writes.changes.end());
     }
     return all;
@@ -110,9 +108,6 @@ reply sim_node::run_command(const command& in, timestamp_ms t, pending_batch& b)
         event e{state_.last_sequence + 1, t, std::move(body)};
         auto change = apply(state_, e);
         if (change) {
-            if (is_terminal(change->snapshot.status)) {
-                b.writes.closed_trades.push_back(change->snapshot);
-            }
             if (submitted) b.orders.push_back(order_for(change->snapshot));
             b.writes.changes.push_back(journal::indexed_change{*change, created});
             if (!out.trade_view) out.trade_view = std::move(change->snapshot);

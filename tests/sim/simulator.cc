@@ -526,7 +526,7 @@ class simulation {
         const std::uint64_t id = r.trade_ref->value;
         std::optional<trade> t = r.trade_view;
         if (!t) {
-            auto stored = store_->find_trade(*r.trade_ref);
+            auto stored = store_->find_trade(customer_id, *r.trade_ref);
             if (!stored) fail("durability", "trade store: " + stored.error().what);
             t = *stored;
         }
@@ -570,10 +570,9 @@ class simulation {
             count("reply.cancel." + std::string(to_string(r.code)));
             if (r.code != errc::ok) return;
             // Acknowledged: the cancel is durable and the trade was the caller's.
-            auto stored = store_->find_trade(trade_id{id});
+            auto stored = store_->find_trade(who, trade_id{id});
             if (!stored) fail("durability", "trade store: " + stored.error().what);
-            if (!*stored || (*stored)->status != trade_status::canceled ||
-                (*stored)->customer_id != who) {
+            if (!*stored || (*stored)->status != trade_status::canceled) {
                 fail("durability",
                      fmt::format("{}'s acknowledged cancel of {} is not in the trade store", who,
                                  id));
@@ -694,9 +693,9 @@ class simulation {
                 }
                 continue;
             }
-            auto stored = store_->find_trade(trade_id{a.id});
+            auto stored = store_->find_trade(a.customer_id, trade_id{a.id});
             if (!stored) fail("durability", "trade store: " + stored.error().what);
-            if (!*stored || (*stored)->customer_id != a.customer_id) {
+            if (!*stored) {
                 fail("durability",
                      fmt::format("acknowledged trade {} of {} is lost", a.id, a.customer_id));
             }
@@ -766,7 +765,7 @@ class simulation {
         }
         audit_.check_settled();
         for (const auto& a : acked_) {
-            auto stored = store_->find_trade(trade_id{a.id});
+            auto stored = store_->find_trade(a.customer_id, trade_id{a.id});
             if (!stored) fail("durability", "trade store: " + stored.error().what);
             if (!*stored || !is_terminal((*stored)->status)) {
                 fail("terminal",
