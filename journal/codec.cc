@@ -507,4 +507,46 @@ result<trade, corruption> decode_trade(std::string_view bytes) {
     return t;
 }
 
+void encode_update_group(const std::vector<std::string_view>& trade_records, std::string& out) {
+    BROKER_ASSERT(trade_records.size() >= 2);
+    writer w(out);
+    w.u8(update_group_version);
+    w.u32(static_cast<std::uint32_t>(trade_records.size()));
+    for (const std::string_view record : trade_records) {
+        BROKER_ASSERT(!record.empty() && static_cast<std::uint8_t>(record.front()) == trade_record_version);
+        w.u32(static_cast<std::uint32_t>(record.size()));
+        w.raw(record);
+    }
+}
+
+result<std::vector<trade>, corruption> decode_updates(std::string_view bytes) {
+    std::vector<trade> out;
+    if (bytes.empty() || static_cast<std::uint8_t>(bytes.front()) != update_group_version) {
+        auto t = decode_trade(bytes);
+        if (!t) return unexpected{std::move(t.error())};
+        out.push_back(std::move(*t));
+        return out;
+    }
+    auto error = [](std::string_view what) {
+        return unexpected{corruption{0, fmt::format("update group: {}", what)}};
+    };
+    reader r(bytes.substr(1));
+    const std::uint32_t count = r.u32();
+    if (r.failed()) return error(r.error());
+    // Every record takes at least a length and a version byte: a count beyond that is damage,
+    // not a reason to reserve memory.
+    if (count < 2 || count > r.remaining() / 5) return error(fmt::format("bad count {}", count));
+    out.reserve(count);
+    for (std::uint32_t i = 0; i < count; ++i) {
+        const std::uint32_t length = r.u32();
+        const std::string_view record = r.take(length, "trade record");
+        if (r.failed()) return error(r.error());
+        auto t = decode_trade(record);
+        if (!t) return error(fmt::format("change {} of {}: {}", i + 1, count, t.error().what));
+        out.push_back(std::move(*t));
+    }
+    if (r.remaining() != 0) return error(fmt::format("{} trailing bytes", r.remaining()));
+    return out;
+}
+
 }  // namespace broker::journal

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/events.h"
 #include "engine/result.h"
@@ -61,8 +62,18 @@ void encode_record(const event& e, const hash256& prev_hash, std::string& out);
 // Lowercase hex of a hash, for logs and the digest endpoint.
 [[nodiscard]] std::string to_hex(const hash256& h);
 
-// A terminal trade as kept in the trade store (same conventions: version byte, fields, crc32).
+// A trade as the per-customer indexes keep it (same conventions: version byte, fields, crc32).
 void encode_trade(const trade& t, std::string& out);
 [[nodiscard]] result<trade, corruption> decode_trade(std::string_view bytes);
+
+// A value of the "updates" family (store.h): the trade as each of a run of one customer's
+// consecutive changes left it, in order. A run of one is its trade record alone; a longer one
+//   update_group := version:u8 (= 2) count:u32 (>= 2) { length:u32 trade_record }*count
+// (each trade record carries its own checksum; a damaged count or length leaves bytes over or
+// short, or lands a record on the wrong bytes, and so fails too).
+inline constexpr std::uint8_t update_group_version = 2;
+// Appends the update_group of at least two trade records (encode_trade's bytes).
+void encode_update_group(const std::vector<std::string_view>& trade_records, std::string& out);
+[[nodiscard]] result<std::vector<trade>, corruption> decode_updates(std::string_view bytes);
 
 }  // namespace broker::journal

@@ -51,6 +51,10 @@ std::string customer_key(std::string_view customer_id, std::string_view suffix) 
     return k;
 }
 constexpr std::string_view chain_tip_key = "chain_tip";
+// The most changes one "updates" key holds: a commit that changes many of one customer's trades
+// (an expiry sweep, say) writes several keys rather than one large value that every resumed
+// stream would read whole.
+constexpr std::size_t update_run_max = 16;
 constexpr std::size_t tip_size = 8 + sizeof(hash256);
 
 struct chain_tip {
@@ -417,21 +421,51 @@ result<ok_t, store_error> store::append(const write_set& w) {
         if (!s.ok()) return failed(s, "batching a record");
         next = chain_tip{e.sequence, chain_hash(next.hash, record)};
     }
-    for (const auto& [c, created] : w.changes) {
-        const trade& t = c.snapshot;
-        record.clear();
-        encode_trade(t, record);
-        auto s = batch.Put(impl_->cf(cf_updates),
-                           customer_key(t.customer_id, be_key(c.update_sequence)), record);
-        if (s.ok() && is_terminal(t.status)) {
-            s = batch.Put(impl_->cf(cf_closed_by_customer),
-                          customer_key(t.customer_id, be_key(t.id.value)), record);
+    std::string runs;  // the trade records of one run, back to back
+    std::vector<std::size_t> ends;     // where each record of the run ends in `runs`
+    std::vector<std::string_view> run;
+    for (std::size_t i = 0; i < w.changes.size();) {
+        // A run of one customer's changes (a placement and its submission, say) is one key of
+        // "updates": every key costs the memtable insert and the flush more than its bytes do.
+        const std::string& customer = w.changes[i].change.snapshot.customer_id;
+        const std::uint64_t first = w.changes[i].change.update_sequence;
+        runs.clear();
+        ends.clear();
+        for (; i < w.changes.size() && ends.size() < update_run_max; ++i) {
+            const auto& [c, created] = w.changes[i];
+            const trade& t = c.snapshot;
+            if (t.customer_id != customer) break;
+            // A customer's changes are counted one by one, and a write set holds consecutive
+            // events, so a run's update sequences follow each other (readers rely on it).
+            BROKER_ASSERT(c.update_sequence == first + ends.size());
+            const std::size_t at = runs.size();
+            encode_trade(t, runs);
+            ends.push_back(runs.size());
+            rocksdb::Status s;
+            if (is_terminal(t.status)) {
+                s = batch.Put(impl_->cf(cf_closed_by_customer),
+                              customer_key(t.customer_id, be_key(t.id.value)),
+                              rocksdb::Slice(runs.data() + at, runs.size() - at));
+            }
+            if (s.ok() && created && !t.client_order_id.empty()) {
+                s = batch.Put(impl_->cf(cf_client_orders),
+                              customer_key(t.customer_id, t.client_order_id), be_key(t.id.value));
+            }
+            if (!s.ok()) return failed(s, "batching trade indexes");
         }
-        if (s.ok() && created && !t.client_order_id.empty()) {
-            s = batch.Put(impl_->cf(cf_client_orders),
-                          customer_key(t.customer_id, t.client_order_id), be_key(t.id.value));
+        rocksdb::Slice value(runs);
+        if (ends.size() > 1) {
+            run.clear();
+            for (std::size_t k = 0, at = 0; k < ends.size(); at = ends[k], ++k) {
+                run.emplace_back(runs.data() + at, ends[k] - at);
+            }
+            record.clear();
+            encode_update_group(run, record);
+            value = rocksdb::Slice(record);
         }
-        if (!s.ok()) return failed(s, "batching trade indexes");
+        const auto s =
+            batch.Put(impl_->cf(cf_updates), customer_key(customer, be_key(first)), value);
+        if (!s.ok()) return failed(s, "batching trade updates");
     }
     if (!w.events.empty()) {
         const auto s =
@@ -759,14 +793,24 @@ result<std::vector<trade_change>, store_error> store::updates_since(
     const std::string prefix = customer_key(customer_id, "");
     std::unique_ptr<rocksdb::Iterator> it(
         impl_->db->NewIterator(rocksdb::ReadOptions{}, impl_->cf(cf_updates)));
-    for (it->Seek(customer_key(customer_id, be_key(after + 1))); it->Valid() && out.size() < limit;
-         it->Next()) {
+    // A key names the first change of its run, so the run that holds change after+1 may start
+    // before it: begin at the last key at or below it, else at the first one above.
+    const std::string start = customer_key(customer_id, be_key(after + 1));
+    it->SeekForPrev(start);
+    if (!it->Valid() || !view(it->key()).starts_with(prefix)) it->Seek(start);
+    for (; it->Valid() && out.size() < limit; it->Next()) {
         const std::string_view key = view(it->key());
         if (!key.starts_with(prefix)) break;
-        const auto seq = parse_key(key.substr(prefix.size()));
-        auto t = decode_trade(view(it->value()));
-        if (!seq || !t) return corrupt(fmt::format("update of {} is corrupt", customer_id));
-        out.push_back(trade_change{std::move(*t), *seq});
+        const auto first = parse_key(key.substr(prefix.size()));
+        auto run = decode_updates(view(it->value()));
+        if (!first || !run) {
+            return corrupt(fmt::format("update of {} is corrupt{}", customer_id,
+                                       run ? "" : ": " + run.error().what));
+        }
+        for (std::size_t k = 0; k < run->size() && out.size() < limit; ++k) {
+            const std::uint64_t seq = *first + k;
+            if (seq > after) out.push_back(trade_change{std::move((*run)[k]), seq});
+        }
     }
     if (!it->status().ok()) return failed(it->status(), "reading updates");
     return out;

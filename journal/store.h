@@ -8,8 +8,11 @@
 //   "meta"    -- "chain_tip": u64 sequence + hash256 of the last record
 //   "closed_by_customer" -- key: customer_id 0x00 trade_id(u64 BE); value: the terminal trade
 //   "client_orders"      -- key: customer_id 0x00 client_order_id; value: trade_id (u64 BE)
-//   "updates"            -- key: customer_id 0x00 update sequence (u64 BE); value: the trade as
-//                           that change left it (the WebSocket stream's durable backlog)
+//   "updates"            -- key: customer_id 0x00 update sequence (u64 BE) of the first change
+//                           of a run; value: the trade as each change of the run left it
+//                           (codec.h decode_updates). A run is up to 16 consecutive changes of
+//                           one customer in one write set (a placement and its submission are
+//                           one key). The WebSocket stream's durable backlog.
 //   "snapshots"          -- the engine state after a record (snapshot.h), in pieces:
 //                           sequence(u64 BE) 'c' piece(u32 BE) -> at most snapshot_piece_size bytes
 //                           sequence(u64 BE) 'h' -> pieces(u32 BE) bytes(u64 BE), after the pieces

@@ -492,5 +492,57 @@ TEST_CASE("a trade record with an invalid status or fill flag is corruption") {
     CHECK(r2.error().what.find("invalid fill flag 2") != std::string::npos);
 }
 
+std::string update_group(const std::vector<trade>& trades) {
+    std::vector<std::string> records;
+    for (const trade& t : trades) records.push_back(encoded_trade(t));
+    std::vector<std::string_view> views(records.begin(), records.end());
+    std::string out;
+    encode_update_group(views, out);
+    return out;
+}
+
+TEST_CASE("a run of updates decodes in order, and a lone trade record is a run of one") {
+    const std::vector<trade> run{rejected_trade(), filled_trade(), rejected_trade()};
+    const std::string group = update_group(run);
+    CHECK(static_cast<std::uint8_t>(group.front()) == update_group_version);
+    const auto r = decode_updates(group);
+    REQUIRE(r.has_value());
+    CHECK(*r == run);
+    // The layout the grammar gives: version, count, then length-prefixed trade records.
+    const std::string first = encoded_trade(run[0]);
+    CHECK(group.substr(1, 4) == std::string("\0\0\0\3", 4));
+    CHECK(group.substr(5, 4) == std::string({'\0', '\0', '\0', static_cast<char>(first.size())}));
+    CHECK(group.substr(9, first.size()) == first);
+
+    const auto lone = decode_updates(encoded_trade(filled_trade()));
+    REQUIRE(lone.has_value());
+    REQUIRE(lone->size() == 1);
+    CHECK(lone->front() == filled_trade());
+}
+
+TEST_CASE("a damaged run of updates is corruption: any flipped byte, truncation or extension") {
+    const std::string good = update_group({filled_trade(), rejected_trade()});
+    for (std::size_t i = 0; i < good.size(); ++i) {
+        for (const std::uint8_t mask : {0x01, 0x80, 0xff}) {
+            std::string bad = good;
+            bad[i] = static_cast<char>(bad[i] ^ mask);
+            if (decode_updates(bad).has_value()) FAIL("byte ", i, " flipped unnoticed");
+        }
+    }
+    for (std::size_t len = 0; len < good.size(); ++len) {
+        CAPTURE(len);
+        CHECK_FALSE(decode_updates(std::string_view(good).substr(0, len)).has_value());
+    }
+    const auto longer = decode_updates(good + '\0');
+    REQUIRE_FALSE(longer.has_value());
+    CHECK(longer.error().what.find("trailing") != std::string::npos);
+    // A count that promises more records than the bytes could hold is refused before any are read.
+    std::string huge = good;
+    huge[1] = '\x7f';
+    const auto r = decode_updates(huge);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().what.find("bad count") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace broker::journal

@@ -111,6 +111,7 @@ constexpr int journal_cf = 1;
 constexpr int trades_cf = 2;
 constexpr int meta_cf = 3;
 constexpr int closed_by_customer_cf = 4;
+constexpr int updates_cf = 6;
 
 // Writes `events` with the trade changes the live path would collect, in batches of `batch`.
 testing::live_state append_live(store& s, const std::vector<event>& events, std::size_t batch) {
@@ -308,6 +309,79 @@ TEST_CASE("a damaged terminal trade in the store is reported as corruption") {
     REQUIRE(good.has_value());
     REQUIRE(good->has_value());
     CHECK(**good == t2);
+}
+
+TEST_CASE("updates_since reads a customer's changes from any point with any limit, however batched") {
+    for (const int customers : {1, 4}) {
+        for (const std::size_t batch : {1, 2, 3, 7, 1000}) {
+            CAPTURE(customers);
+            CAPTURE(batch);
+            temp_dir dir;
+            auto s = open_store(dir);
+            const auto live = append_live(*s, testing::busy_events(customers, 10), batch);
+            for (int c = 0; c < customers; ++c) {
+                const std::string id = "c" + std::to_string(c);
+                std::vector<trade_change> expected;
+                for (const auto& ic : live.changes) {
+                    if (ic.change.snapshot.customer_id == id) expected.push_back(ic.change);
+                }
+                REQUIRE(expected.size() == 30);
+                for (std::uint64_t after = 0; after <= expected.size() + 1; ++after) {
+                    for (const std::size_t limit : {1, 2, 5, 1000}) {
+                        CAPTURE(after);
+                        CAPTURE(limit);
+                        const auto got = s->updates_since(id, after, limit);
+                        REQUIRE(got.has_value());
+                        std::vector<trade_change> want;
+                        for (const auto& e : expected) {
+                            if (e.update_sequence > after && want.size() < limit) want.push_back(e);
+                        }
+                        REQUIRE(got->size() == want.size());
+                        for (std::size_t k = 0; k < want.size(); ++k) {
+                            CHECK((*got)[k].update_sequence == want[k].update_sequence);
+                            CHECK((*got)[k].snapshot == want[k].snapshot);
+                        }
+                    }
+                }
+                const auto none = s->updates_since(id + "x", 0, 1000);
+                REQUIRE(none.has_value());
+                CHECK(none->empty());
+            }
+            s.reset();  // the raw view needs the store closed
+            raw_db raw(dir.str());
+            const std::size_t keys = raw.count(updates_cf);
+            if (batch == 1) {
+                // One change per write set: one key per change, the layout stores had before runs.
+                CHECK(keys == live.changes.size());
+            } else if (customers == 1 && batch == 1000) {
+                // 30 changes of one customer in one write set: runs of at most 16.
+                CHECK(keys == 2);
+            } else {
+                CHECK(keys < live.changes.size());
+            }
+        }
+    }
+}
+
+TEST_CASE("a damaged run in the updates family is reported as corruption") {
+    temp_dir dir;
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, testing::busy_events(1, 3), 1000);
+    }
+    const std::string k = std::string("c0") + '\0' + key(1);
+    {
+        raw_db raw(dir.str());
+        std::string v = raw.get(updates_cf, k);
+        REQUIRE(static_cast<std::uint8_t>(v.front()) == update_group_version);
+        v[v.size() / 2] = static_cast<char>(v[v.size() / 2] ^ 0x04);
+        raw.put(updates_cf, k, v);
+    }
+    auto s = open_store(dir);
+    const auto r = s->updates_since("c0", 0, 100);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().corruption);
+    CHECK(r.error().what.find("update of c0 is corrupt") != std::string::npos);
 }
 
 TEST_CASE("appends write nothing to the retired trades family") {
