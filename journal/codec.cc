@@ -396,6 +396,23 @@ unexpected<corruption> record_error(std::uint64_t sequence, std::string_view wha
 
 }  // namespace
 
+result<record_extent, corruption> next_record(std::string_view bytes, std::uint64_t after) {
+    auto error = [after](std::string what) {
+        return unexpected{corruption{after + 1, fmt::format("record {}: {}", after + 1, what)}};
+    };
+    if (bytes.size() < header_size + checksum_size) {
+        return error(fmt::format("truncated: {} bytes left for a record", bytes.size()));
+    }
+    reader r(bytes.substr(0, header_size));
+    const header h = read_header(r);
+    if (h.payload_len > payload_max) return error(fmt::format("payload_len {} too large", h.payload_len));
+    const std::size_t size = header_size + h.payload_len + checksum_size;
+    if (size > bytes.size()) {
+        return error(fmt::format("header implies {} bytes, {} left", size, bytes.size()));
+    }
+    return record_extent{h.sequence, size};
+}
+
 void encode_record(const event& e, const hash256& prev_hash, std::string& out) {
     BROKER_ASSERT(e.sequence >= 1);
     const std::size_t start = out.size();

@@ -56,6 +56,18 @@ void encode_record(const event& e, const hash256& prev_hash, std::string& out);
 [[nodiscard]] result<decoded_record, corruption> decode_record(std::uint64_t expected_sequence,
                                                                std::string_view bytes);
 
+// The store keeps a run of consecutive records back to back under one key (store.h); each
+// record's header says how long it is. next_record reads the sequence and size of the record at
+// the front of `bytes` from its header alone: corruption when the header is cut short, or its
+// payload_len is too large or runs past `bytes`. The record itself is not checked (decode_record
+// does that). `after` names the previous record's sequence in the error, for the log.
+struct record_extent {
+    std::uint64_t sequence = 0;
+    std::size_t size = 0;
+};
+[[nodiscard]] result<record_extent, corruption> next_record(std::string_view bytes,
+                                                            std::uint64_t after);
+
 // SHA-256(prev || record_bytes): the chain hash of a record.
 [[nodiscard]] hash256 chain_hash(const hash256& prev, std::string_view record_bytes);
 

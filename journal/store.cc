@@ -55,6 +55,9 @@ constexpr std::string_view chain_tip_key = "chain_tip";
 // (an expiry sweep, say) writes several keys rather than one large value that every resumed
 // stream would read whole.
 constexpr std::size_t update_run_max = 16;
+// The most records one "journal" key holds: a record read by sequence (a snapshot's check, a
+// standby catching up) reads at most this many.
+constexpr std::size_t journal_run_max = 64;
 constexpr std::size_t tip_size = 8 + sizeof(hash256);
 
 struct chain_tip {
@@ -266,6 +269,25 @@ class chain_checker {
     hash256 running_{};
 };
 
+// The records of a journal value, in order: one or more consecutive records back to back,
+// stored under the first one's sequence (`key`). Splitting reads only the headers' lengths;
+// every record is still checked whole by decode_record (through chain_checker or directly).
+using record_view = std::pair<std::uint64_t, std::string_view>;
+result<std::vector<record_view>, store_error> split_records(std::uint64_t key,
+                                                           std::string_view value) {
+    if (value.empty()) return corrupt(fmt::format("record {}: empty journal value", key));
+    std::vector<record_view> out;
+    std::uint64_t previous = key - 1;
+    while (!value.empty()) {
+        auto next = next_record(value, previous);
+        if (!next) return corrupt(next.error().what);
+        out.emplace_back(next->sequence, value.substr(0, next->size));
+        previous = next->sequence;
+        value.remove_prefix(next->size);
+    }
+    return out;
+}
+
 }  // namespace
 
 struct store::impl {
@@ -319,16 +341,19 @@ result<ok_t, store_error> store::impl::verify_last_record() const {
         return corrupt(
             fmt::format("journal is empty but the chain tip is at record {}", tip.sequence));
     }
-    const auto seq = parse_key(view(it->key()));
-    if (!seq) return corrupt(fmt::format("journal key of {} bytes", it->key().size()));
-    if (*seq != tip.sequence) {
+    const auto key = parse_key(view(it->key()));
+    if (!key) return corrupt(fmt::format("journal key of {} bytes", it->key().size()));
+    auto records = split_records(*key, view(it->value()));
+    if (!records) return unexpected{records.error()};
+    const auto [seq, bytes] = records->back();
+    if (seq != tip.sequence) {
         return corrupt(fmt::format("record {}: last in the journal but the chain tip is at {}",
-                                   *seq, tip.sequence));
+                                   seq, tip.sequence));
     }
-    auto rec = decode_record(*seq, view(it->value()));
+    auto rec = decode_record(seq, bytes);
     if (!rec) return corrupt(rec.error().what);
-    if (chain_hash(rec->prev_hash, view(it->value())) != tip.hash) {
-        return corrupt(fmt::format("record {}: does not hash to the stored chain tip", *seq));
+    if (chain_hash(rec->prev_hash, bytes) != tip.hash) {
+        return corrupt(fmt::format("record {}: does not hash to the stored chain tip", seq));
     }
     return ok_v;
 }
@@ -412,14 +437,25 @@ result<ok_t, store_error> store::append(const write_set& w) {
     chain_tip next = impl_->tip;
     rocksdb::WriteBatch batch;
     std::string record;
+    // Runs of up to journal_run_max records share a key: every key costs a memtable insert and
+    // its share of the flush, far more than its bytes do.
+    std::uint64_t run_first = 0;
+    std::size_t run_length = 0;
     for (const event& e : w.events) {
         // The engine numbers events; a gap or repeat here is a bug upstream, never bad input.
         BROKER_ASSERT(e.sequence == next.sequence + 1);
-        record.clear();
+        if (run_length == 0) {
+            record.clear();
+            run_first = e.sequence;
+        }
+        const std::size_t at = record.size();
         encode_record(e, next.hash, record);
-        auto s = batch.Put(impl_->cf(cf_journal), be_key(e.sequence), record);
-        if (!s.ok()) return failed(s, "batching a record");
-        next = chain_tip{e.sequence, chain_hash(next.hash, record)};
+        next = chain_tip{e.sequence, chain_hash(next.hash, std::string_view(record).substr(at))};
+        if (++run_length == journal_run_max || &e == &w.events.back()) {
+            auto s = batch.Put(impl_->cf(cf_journal), be_key(run_first), record);
+            if (!s.ok()) return failed(s, "batching records");
+            run_length = 0;
+        }
     }
     std::string runs;  // the trade records of one run, back to back
     std::vector<std::size_t> ends;     // where each record of the run ends in `runs`
@@ -497,16 +533,35 @@ result<std::uint64_t, store_error> store::read(std::uint64_t from, std::uint64_t
 
     chain_checker chain(from);
     std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_journal)));
-    for (it->Seek(be_key(from)); it->Valid(); it->Next()) {
-        const auto seq = parse_key(view(it->key()));
-        if (!seq) return corrupt(fmt::format("journal key of {} bytes", it->key().size()));
-        if (*seq > last) {
-            if (!to_end) break;
-            return corrupt(fmt::format("record {}: beyond the chain tip {}", *seq, last));
+    // A key names the first record of its run, so the run that holds `from` may start before it.
+    it->SeekForPrev(be_key(from));
+    if (!it->Valid()) it->Seek(be_key(from));
+    for (bool past_last = false; it->Valid() && !past_last; it->Next()) {
+        const auto key = parse_key(view(it->key()));
+        if (!key) return corrupt(fmt::format("journal key of {} bytes", it->key().size()));
+        // Record by record, each checked before the next is delimited: a damaged length shows
+        // as its own record's checksum failing, not as garbage where the next one should start.
+        std::string_view value = view(it->value());
+        if (value.empty()) return corrupt(fmt::format("record {}: empty journal value", *key));
+        for (std::uint64_t previous = *key - 1; !value.empty();) {
+            auto extent = next_record(value, previous);
+            if (!extent) return corrupt(extent.error().what);
+            const std::uint64_t seq = extent->sequence;
+            const std::string_view bytes = value.substr(0, extent->size);
+            value.remove_prefix(extent->size);
+            previous = seq;
+            if (!chain.read_any() && seq < from) continue;  // the run's records before `from`
+            if (seq > last) {
+                if (!to_end) {
+                    past_last = true;
+                    break;
+                }
+                return corrupt(fmt::format("record {}: beyond the chain tip {}", seq, last));
+            }
+            auto ev = chain.accept(seq, bytes);
+            if (!ev) return unexpected{ev.error()};
+            fn(*ev);
         }
-        auto ev = chain.accept(*seq, view(it->value()));
-        if (!ev) return unexpected{ev.error()};
-        fn(*ev);
     }
     if (!it->status().ok()) return failed(it->status(), "reading the journal");
     if (from <= last && chain.last_read() != last) {
@@ -523,15 +578,23 @@ result<std::uint64_t, store_error> store::read(std::uint64_t from, std::uint64_t
 }
 
 result<hash256, store_error> store::chain_hash_at(std::uint64_t sequence) const {
-    std::string value;
     rocksdb::ReadOptions ro;
     ro.verify_checksums = true;
-    const auto s = impl_->db->Get(ro, impl_->cf(cf_journal), be_key(sequence), &value);
-    if (s.IsNotFound()) return corrupt(fmt::format("record {}: missing", sequence));
-    if (!s.ok()) return failed(s, fmt::format("reading record {}", sequence));
-    auto rec = decode_record(sequence, value);
-    if (!rec) return corrupt(rec.error().what);
-    return chain_hash(rec->prev_hash, value);
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_journal)));
+    it->SeekForPrev(be_key(sequence));  // the run that holds it starts at or before it
+    if (!it->status().ok()) return failed(it->status(), fmt::format("reading record {}", sequence));
+    if (!it->Valid()) return corrupt(fmt::format("record {}: missing", sequence));
+    const auto key = parse_key(view(it->key()));
+    if (!key) return corrupt(fmt::format("journal key of {} bytes", it->key().size()));
+    auto records = split_records(*key, view(it->value()));
+    if (!records) return unexpected{records.error()};
+    for (const auto& [seq, bytes] : *records) {
+        if (seq != sequence) continue;
+        auto rec = decode_record(sequence, bytes);
+        if (!rec) return corrupt(rec.error().what);
+        return chain_hash(rec->prev_hash, bytes);
+    }
+    return corrupt(fmt::format("record {}: missing", sequence));
 }
 
 namespace {

@@ -1,7 +1,10 @@
 // The RocksDB event store: the journal, the store of terminal trades, and metadata.
 //
 // Column families:
-//   "journal" -- key: sequence as u64 big-endian; value: a record (codec.h)
+//   "journal" -- key: sequence as u64 big-endian of the first record of a run; value: up to 64
+//                consecutive records (codec.h) back to back, each delimited by its own header.
+//                A run is records of one write set (stores written before runs hold one record
+//                per key, which is a run of one)
 //   "trades"  -- no longer written. Stores that had it held every terminal trade by id, a third
 //                copy of what "closed_by_customer" and "updates" hold; the family stays so that
 //                such stores still open (RocksDB opens a store only with all its families).

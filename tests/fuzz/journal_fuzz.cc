@@ -12,6 +12,8 @@
 //   bit 0  decode `bytes` as a trade-store record (decode_trade) instead of a journal record
 //   bit 1  journal records: pass a sequence other than the one the header names, which must fail
 //   bit 2  first make the frame consistent: payload_len from the size, and a correct CRC-32
+//   bit 3  `bytes` as a stored value that holds several: a journal run (records back to back,
+//          delimited by next_record) and a value of the updates family (decode_updates)
 //
 // Without bit 2 nearly every mutation dies at the checksum, so the field readers behind it would
 // only ever see the seed inputs; with it the fuzzer reaches them, as a bug in our own encoder or a
@@ -96,6 +98,30 @@ void fuzz_trade(std::string_view bytes) {
     if (again != bytes) fail("trade does not re-encode to the same bytes");
 }
 
+void fuzz_run(std::string_view bytes) {
+    std::uint64_t previous = 0;
+    for (std::string_view rest = bytes; !rest.empty();) {
+        const auto extent = next_record(rest, previous);
+        if (!extent) break;
+        if (extent->size == 0 || extent->size > rest.size()) fail("record extent outside the value");
+        fuzz_record(rest.substr(0, extent->size), false);
+        previous = extent->sequence;
+        rest.remove_prefix(extent->size);
+    }
+    const auto updates = decode_updates(bytes);
+    if (!updates) return;
+    if (updates->empty()) fail("updates decoded to nothing");
+    std::vector<std::string> records;
+    for (const trade& t : *updates) encode_trade(t, records.emplace_back());
+    std::string again;
+    if (records.size() == 1) {
+        again = records.front();
+    } else {
+        encode_update_group(std::vector<std::string_view>(records.begin(), records.end()), again);
+    }
+    if (again != bytes) fail("updates do not re-encode to the same bytes");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -106,7 +132,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::vector<char> bytes(data + 1, data + size);
     if (mode & 4) fix_frame(bytes, (mode & 1) == 0);
     const std::string_view view(bytes.data(), bytes.size());
-    if (mode & 1) {
+    if (mode & 8) {
+        fuzz_run(view);
+    } else if (mode & 1) {
         fuzz_trade(view);
     } else {
         fuzz_record(view, (mode & 2) != 0);

@@ -87,6 +87,22 @@ class raw_db {
     void del(int cf, const std::string& k) {
         REQUIRE(db_->Delete(rocksdb::WriteOptions{}, handles_.at(cf), k).ok());
     }
+    // Journal records live in runs, several to a key (store.h). These find the run that holds
+    // record `seq` and read, replace or remove that record alone.
+    std::string record(std::uint64_t seq) {
+        const auto [k, records] = run_of(seq);
+        return records.at(index_in(records, seq)).second;
+    }
+    void put_record(std::uint64_t seq, const std::string& bytes) {
+        auto [k, records] = run_of(seq);
+        records.at(index_in(records, seq)).second = bytes;
+        put_run(k, records);
+    }
+    void del_record(std::uint64_t seq) {
+        auto [k, records] = run_of(seq);
+        records.erase(records.begin() + static_cast<std::ptrdiff_t>(index_in(records, seq)));
+        put_run(k, records);
+    }
     std::size_t count(int cf) {
         std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions{}, handles_.at(cf)));
         std::size_t n = 0;
@@ -104,6 +120,39 @@ class raw_db {
     }
 
   private:
+    using run = std::vector<std::pair<std::uint64_t, std::string>>;
+    std::pair<std::string, run> run_of(std::uint64_t seq) {
+        std::unique_ptr<rocksdb::Iterator> it(
+            db_->NewIterator(rocksdb::ReadOptions{}, handles_.at(1)));
+        it->SeekForPrev(key(seq));
+        REQUIRE(it->Valid());
+        std::string_view value(it->value().data(), it->value().size());
+        run records;
+        while (!value.empty()) {
+            const auto next = next_record(value, 0);
+            REQUIRE(next.has_value());
+            records.emplace_back(next->sequence, std::string(value.substr(0, next->size)));
+            value.remove_prefix(next->size);
+        }
+        return {it->key().ToString(), std::move(records)};
+    }
+    static std::size_t index_in(const run& records, std::uint64_t seq) {
+        for (std::size_t i = 0; i < records.size(); ++i) {
+            if (records[i].first == seq) return i;
+        }
+        FAIL("record ", seq, " is in no run");
+        return 0;
+    }
+    void put_run(const std::string& k, const run& records) {
+        std::string value;
+        for (const auto& r : records) value += r.second;
+        if (value.empty()) {
+            REQUIRE(db_->Delete(rocksdb::WriteOptions{}, handles_.at(1), k).ok());
+        } else {
+            REQUIRE(db_->Put(rocksdb::WriteOptions{}, handles_.at(1), k, value).ok());
+        }
+    }
+
     std::unique_ptr<rocksdb::DB> db_;
     std::vector<rocksdb::ColumnFamilyHandle*> handles_;
 };
@@ -173,6 +222,74 @@ TEST_CASE("the chain does not depend on how events were split into batches") {
         h = chain_hash(h, rec);
     }
     CHECK(a->tip_hash() == h);
+}
+
+TEST_CASE("records in runs of any length read back by any range and any sequence") {
+    const auto events = testing::busy_events(4, 12);  // 4 openings + 144 trade events
+    std::vector<hash256> chain{hash256{}};
+    for (const event& e : events) {
+        std::string rec;
+        encode_record(e, chain.back(), rec);
+        chain.push_back(chain_hash(chain.back(), rec));
+    }
+    const std::uint64_t n = events.size();
+    for (const std::size_t batch : {1, 5, 64, 65, 1000}) {
+        CAPTURE(batch);
+        temp_dir dir;
+        {
+            auto s = open_store(dir);
+            (void)append_live(*s, events, batch);
+        }
+        auto s = open_store(dir);  // the tip check at open reads the last run
+        CHECK(s->tip_hash() == chain.back());
+        for (std::uint64_t from = 1; from <= n; from += 7) {
+            for (const std::uint64_t until : {from, from + 1, from + 63, from + 64, n, std::uint64_t{0}}) {
+                CAPTURE(from);
+                CAPTURE(until);
+                const std::uint64_t end = until == 0 ? n : std::min(until, n);
+                const auto got = read_all(*s, from, until);
+                REQUIRE(got.size() == end - from + 1);
+                CHECK(got.front() == events[from - 1]);
+                CHECK(got.back() == events[end - 1]);
+            }
+        }
+        for (std::uint64_t seq = 1; seq <= n; ++seq) {
+            const auto h = s->chain_hash_at(seq);
+            REQUIRE(h.has_value());
+            CHECK(*h == chain[seq]);
+        }
+        const auto beyond = s->chain_hash_at(n + 1);
+        REQUIRE_FALSE(beyond.has_value());
+        CHECK(beyond.error().what.find("record " + std::to_string(n + 1) + ": missing") !=
+              std::string::npos);
+        s.reset();
+        // A write set's records share keys, at most 64 to a key.
+        std::size_t keys = 0;
+        for (std::size_t at = 0; at < n; at += batch) keys += (std::min<std::size_t>(batch, n - at) + 63) / 64;
+        CHECK(raw_db(dir.str()).count(journal_cf) == keys);
+    }
+}
+
+TEST_CASE("a damaged length inside a run is corruption naming the record") {
+    temp_dir dir;
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, testing::sample_events(), 5);  // runs 1-5, 6-10, 11-14
+    }
+    {
+        raw_db raw(dir.str());
+        std::string rec = raw.record(4);
+        constexpr std::size_t payload_len_at = 1 + 2 + 8 + 8 + 32;
+        rec[payload_len_at + 3] = static_cast<char>(rec[payload_len_at + 3] + 1);
+        raw.put_record(4, rec);
+    }
+    auto s = open_store(dir);
+    std::vector<std::uint64_t> delivered;
+    const auto r = s->read(1, 0, [&](const event& e) { delivered.push_back(e.sequence); });
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().corruption);
+    CHECK(r.error().what.find("record 4: checksum") != std::string::npos);
+    CHECK(delivered == std::vector<std::uint64_t>{1, 2, 3});
 }
 
 TEST_CASE("appending continues the chain across reopening") {
@@ -408,7 +525,7 @@ TEST_CASE("a record replaced by a validly checksummed one with another prev hash
         forged.fill(0xab);
         std::string rec;
         encode_record(events[2], forged, rec);
-        raw.put(journal_cf, key(3), rec);
+        raw.put_record(3, rec);
     }
     auto s = open_store(dir);
     check_read_corruption(*s, 3, "prev_hash");
@@ -439,7 +556,7 @@ TEST_CASE("an altered record with an intact prev hash breaks the chain at the ne
         forged.at += 1;  // a different but perfectly valid record 3
         std::string rec;
         encode_record(forged, prev3, rec);
-        raw.put(journal_cf, key(3), rec);
+        raw.put_record(3, rec);
     }
     auto s = open_store(dir);
     check_read_corruption(*s, 4, "prev_hash");
@@ -461,7 +578,7 @@ TEST_CASE("a forged last record is detected at open") {
         forged.at += 1;
         std::string rec;
         encode_record(forged, prev_last, rec);
-        raw.put(journal_cf, key(events.size()), rec);
+        raw.put_record(events.size(), rec);
     }
     const auto s = store::open(dir.str());
     REQUIRE_FALSE(s.has_value());
@@ -475,7 +592,7 @@ TEST_CASE("a deleted record in the middle is reported as a gap naming its sequen
         auto s = open_store(dir);
         (void)append_live(*s, testing::sample_events(), 5);
     }
-    raw_db(dir.str()).del(journal_cf, key(4));
+    raw_db(dir.str()).del_record(4);
     auto s = open_store(dir);
     check_read_corruption(*s, 4, "missing");
     const auto ranged = s->read(2, 6, [](const event&) {});
@@ -489,7 +606,7 @@ TEST_CASE("a deleted first record is reported as a gap at record 1") {
         auto s = open_store(dir);
         (void)append_live(*s, testing::sample_events(), 5);
     }
-    raw_db(dir.str()).del(journal_cf, key(1));
+    raw_db(dir.str()).del_record(1);
     auto s = open_store(dir);
     check_read_corruption(*s, 1, "missing");
 }
@@ -501,7 +618,7 @@ TEST_CASE("a deleted last record is detected at open") {
         auto s = open_store(dir);
         (void)append_live(*s, events, 5);
     }
-    raw_db(dir.str()).del(journal_cf, key(events.size()));
+    raw_db(dir.str()).del_record(events.size());
     const auto s = store::open(dir.str());
     REQUIRE_FALSE(s.has_value());
     CHECK(s.error().corruption);
@@ -535,9 +652,9 @@ TEST_CASE("a flipped byte in a stored record is reported as corruption naming it
     }
     {
         raw_db raw(dir.str());
-        std::string rec = raw.get(journal_cf, key(6));
+        std::string rec = raw.record(6);
         rec[60] = static_cast<char>(rec[60] ^ 0x04);
-        raw.put(journal_cf, key(6), rec);
+        raw.put_record(6, rec);
     }
     auto s = open_store(dir);
     std::vector<std::uint64_t> delivered;
@@ -906,7 +1023,7 @@ TEST_CASE("journal damage after a snapshot still fails recovery") {
     busy_store b;
     {
         raw_db raw(b.dir.str());
-        raw.del(journal_cf, key(250));
+        raw.del_record(250);
     }
     auto s = open_store(b.dir);
     const auto st = recover(*s);
