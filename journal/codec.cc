@@ -405,7 +405,9 @@ result<record_extent, corruption> next_record(std::string_view bytes, std::uint6
     }
     reader r(bytes.substr(0, header_size));
     const header h = read_header(r);
-    if (h.payload_len > payload_max) return error(fmt::format("payload_len {} too large", h.payload_len));
+    if (h.payload_len > payload_max) {
+        return error(fmt::format("payload_len {} too large", h.payload_len));
+    }
     const std::size_t size = header_size + h.payload_len + checksum_size;
     if (size > bytes.size()) {
         return error(fmt::format("header implies {} bytes, {} left", size, bytes.size()));
@@ -530,7 +532,8 @@ void encode_update_group(const std::vector<std::string_view>& trade_records, std
     w.u8(update_group_version);
     w.u32(static_cast<std::uint32_t>(trade_records.size()));
     for (const std::string_view record : trade_records) {
-        BROKER_ASSERT(!record.empty() && static_cast<std::uint8_t>(record.front()) == trade_record_version);
+        BROKER_ASSERT(!record.empty() &&
+                      static_cast<std::uint8_t>(record.front()) == trade_record_version);
         w.u32(static_cast<std::uint32_t>(record.size()));
         w.raw(record);
     }

@@ -269,23 +269,26 @@ class chain_checker {
     hash256 running_{};
 };
 
-// The records of a journal value, in order: one or more consecutive records back to back,
-// stored under the first one's sequence (`key`). Splitting reads only the headers' lengths;
-// every record is still checked whole by decode_record (through chain_checker or directly).
-using record_view = std::pair<std::uint64_t, std::string_view>;
-result<std::vector<record_view>, store_error> split_records(std::uint64_t key,
-                                                           std::string_view value) {
+// Visits the records of a journal value in order: one or more consecutive records back to back,
+// stored under the first one's sequence (`key`). Delimiting reads only a header's length, and
+// the next record is delimited only after `visit` has seen this one, so a visitor that checks
+// each record (decode_record, directly or through chain_checker) reports a damaged length as
+// that record's checksum, not as garbage where the next one should start.
+// `visit(sequence, bytes)` returns true to go on, false to stop, or an error to stop with.
+template <typename Visit>
+result<ok_t, store_error> for_each_record(std::uint64_t key, std::string_view value,
+                                          Visit&& visit) {
     if (value.empty()) return corrupt(fmt::format("record {}: empty journal value", key));
-    std::vector<record_view> out;
-    std::uint64_t previous = key - 1;
-    while (!value.empty()) {
-        auto next = next_record(value, previous);
-        if (!next) return corrupt(next.error().what);
-        out.emplace_back(next->sequence, value.substr(0, next->size));
-        previous = next->sequence;
-        value.remove_prefix(next->size);
+    for (std::uint64_t previous = key - 1; !value.empty();) {
+        auto extent = next_record(value, previous);
+        if (!extent) return corrupt(extent.error().what);
+        auto more = visit(extent->sequence, value.substr(0, extent->size));
+        if (!more) return unexpected{more.error()};
+        if (!*more) break;
+        previous = extent->sequence;
+        value.remove_prefix(extent->size);
     }
-    return out;
+    return ok_v;
 }
 
 }  // namespace
@@ -343,12 +346,19 @@ result<ok_t, store_error> store::impl::verify_last_record() const {
     }
     const auto key = parse_key(view(it->key()));
     if (!key) return corrupt(fmt::format("journal key of {} bytes", it->key().size()));
-    auto records = split_records(*key, view(it->value()));
-    if (!records) return unexpected{records.error()};
-    const auto [seq, bytes] = records->back();
+    std::uint64_t seq = 0;
+    std::string_view bytes;
+    auto walked =
+        for_each_record(*key, view(it->value()),
+                        [&](std::uint64_t s, std::string_view b) -> result<bool, store_error> {
+                            seq = s;
+                            bytes = b;
+                            return true;
+                        });
+    if (!walked) return unexpected{walked.error()};
     if (seq != tip.sequence) {
-        return corrupt(fmt::format("record {}: last in the journal but the chain tip is at {}",
-                                   seq, tip.sequence));
+        return corrupt(fmt::format("record {}: last in the journal but the chain tip is at {}", seq,
+                                   tip.sequence));
     }
     auto rec = decode_record(seq, bytes);
     if (!rec) return corrupt(rec.error().what);
@@ -457,8 +467,8 @@ result<ok_t, store_error> store::append(const write_set& w) {
             run_length = 0;
         }
     }
-    std::string runs;  // the trade records of one run, back to back
-    std::vector<std::size_t> ends;     // where each record of the run ends in `runs`
+    std::string runs;               // the trade records of one run, back to back
+    std::vector<std::size_t> ends;  // where each record of the run ends in `runs`
     std::vector<std::string_view> run;
     for (std::size_t i = 0; i < w.changes.size();) {
         // A run of one customer's changes (a placement and its submission, say) is one key of
@@ -536,31 +546,26 @@ result<std::uint64_t, store_error> store::read(std::uint64_t from, std::uint64_t
     // A key names the first record of its run, so the run that holds `from` may start before it.
     it->SeekForPrev(be_key(from));
     if (!it->Valid()) it->Seek(be_key(from));
-    for (bool past_last = false; it->Valid() && !past_last; it->Next()) {
-        const auto key = parse_key(view(it->key()));
-        if (!key) return corrupt(fmt::format("journal key of {} bytes", it->key().size()));
-        // Record by record, each checked before the next is delimited: a damaged length shows
-        // as its own record's checksum failing, not as garbage where the next one should start.
-        std::string_view value = view(it->value());
-        if (value.empty()) return corrupt(fmt::format("record {}: empty journal value", *key));
-        for (std::uint64_t previous = *key - 1; !value.empty();) {
-            auto extent = next_record(value, previous);
-            if (!extent) return corrupt(extent.error().what);
-            const std::uint64_t seq = extent->sequence;
-            const std::string_view bytes = value.substr(0, extent->size);
-            value.remove_prefix(extent->size);
-            previous = seq;
-            if (!chain.read_any() && seq < from) continue;  // the run's records before `from`
-            if (seq > last) {
-                if (!to_end) {
-                    past_last = true;
-                    break;
-                }
+    bool past_last = false;
+    const auto visit = [&](std::uint64_t seq, std::string_view bytes) -> result<bool, store_error> {
+        if (!chain.read_any() && seq < from) return true;  // the run's records before `from`
+        if (seq > last) {
+            if (to_end) {
                 return corrupt(fmt::format("record {}: beyond the chain tip {}", seq, last));
             }
-            auto ev = chain.accept(seq, bytes);
-            if (!ev) return unexpected{ev.error()};
-            fn(*ev);
+            past_last = true;
+            return false;
+        }
+        auto ev = chain.accept(seq, bytes);
+        if (!ev) return unexpected{ev.error()};
+        fn(*ev);
+        return true;
+    };
+    for (; it->Valid() && !past_last; it->Next()) {
+        const auto key = parse_key(view(it->key()));
+        if (!key) return corrupt(fmt::format("journal key of {} bytes", it->key().size()));
+        if (auto walked = for_each_record(*key, view(it->value()), visit); !walked) {
+            return unexpected{walked.error()};
         }
     }
     if (!it->status().ok()) return failed(it->status(), "reading the journal");
@@ -586,15 +591,19 @@ result<hash256, store_error> store::chain_hash_at(std::uint64_t sequence) const 
     if (!it->Valid()) return corrupt(fmt::format("record {}: missing", sequence));
     const auto key = parse_key(view(it->key()));
     if (!key) return corrupt(fmt::format("journal key of {} bytes", it->key().size()));
-    auto records = split_records(*key, view(it->value()));
-    if (!records) return unexpected{records.error()};
-    for (const auto& [seq, bytes] : *records) {
-        if (seq != sequence) continue;
-        auto rec = decode_record(sequence, bytes);
-        if (!rec) return corrupt(rec.error().what);
-        return chain_hash(rec->prev_hash, bytes);
-    }
-    return corrupt(fmt::format("record {}: missing", sequence));
+    std::optional<hash256> found;
+    auto walked = for_each_record(
+        *key, view(it->value()),
+        [&](std::uint64_t seq, std::string_view bytes) -> result<bool, store_error> {
+            if (seq != sequence) return true;
+            auto rec = decode_record(sequence, bytes);
+            if (!rec) return corrupt(rec.error().what);
+            found = chain_hash(rec->prev_hash, bytes);
+            return false;
+        });
+    if (!walked) return unexpected{walked.error()};
+    if (!found) return corrupt(fmt::format("record {}: missing", sequence));
+    return *found;
 }
 
 namespace {
@@ -795,7 +804,7 @@ result<std::string, store_error> store::read_snapshot(std::uint64_t sequence) co
 }
 
 result<std::optional<trade>, store_error> store::find_trade(const std::string& customer_id,
-                                                           trade_id id) const {
+                                                            trade_id id) const {
     std::string value;
     const auto s = impl_->db->Get(rocksdb::ReadOptions{}, impl_->cf(cf_closed_by_customer),
                                   customer_key(customer_id, be_key(id.value)), &value);

@@ -178,8 +178,7 @@ void engine_runner::maintenance_loop() {
     }
 }
 
-std::optional<trade> engine_runner::find_closed_trade(const std::string& customer_id,
-                                                     trade_id id) {
+std::optional<trade> engine_runner::find_closed_trade(const std::string& customer_id, trade_id id) {
     auto found = store_.find_trade(customer_id, id);
     if (!found) {
         spdlog::error("trade store read failed: {}", found.error().what);

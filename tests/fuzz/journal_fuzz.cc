@@ -103,7 +103,9 @@ void fuzz_run(std::string_view bytes) {
     for (std::string_view rest = bytes; !rest.empty();) {
         const auto extent = next_record(rest, previous);
         if (!extent) break;
-        if (extent->size == 0 || extent->size > rest.size()) fail("record extent outside the value");
+        if (extent->size == 0 || extent->size > rest.size()) {
+            fail("record extent outside the value");
+        }
         fuzz_record(rest.substr(0, extent->size), false);
         previous = extent->sequence;
         rest.remove_prefix(extent->size);

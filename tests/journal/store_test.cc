@@ -104,7 +104,8 @@ class raw_db {
         put_run(k, records);
     }
     std::size_t count(int cf) {
-        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions{}, handles_.at(cf)));
+        std::unique_ptr<rocksdb::Iterator> it(
+            db_->NewIterator(rocksdb::ReadOptions{}, handles_.at(cf)));
         std::size_t n = 0;
         for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
         REQUIRE(it->status().ok());
@@ -243,7 +244,8 @@ TEST_CASE("records in runs of any length read back by any range and any sequence
         auto s = open_store(dir);  // the tip check at open reads the last run
         CHECK(s->tip_hash() == chain.back());
         for (std::uint64_t from = 1; from <= n; from += 7) {
-            for (const std::uint64_t until : {from, from + 1, from + 63, from + 64, n, std::uint64_t{0}}) {
+            for (const std::uint64_t until :
+                 {from, from + 1, from + 63, from + 64, n, std::uint64_t{0}}) {
                 CAPTURE(from);
                 CAPTURE(until);
                 const std::uint64_t end = until == 0 ? n : std::min(until, n);
@@ -265,7 +267,9 @@ TEST_CASE("records in runs of any length read back by any range and any sequence
         s.reset();
         // A write set's records share keys, at most 64 to a key.
         std::size_t keys = 0;
-        for (std::size_t at = 0; at < n; at += batch) keys += (std::min<std::size_t>(batch, n - at) + 63) / 64;
+        for (std::size_t at = 0; at < n; at += batch) {
+            keys += (std::min<std::size_t>(batch, n - at) + 63) / 64;
+        }
         CHECK(raw_db(dir.str()).count(journal_cf) == keys);
     }
 }
@@ -410,7 +414,8 @@ TEST_CASE("a damaged terminal trade in the store is reported as corruption") {
         v1[5] = static_cast<char>(v1[5] ^ 0x10);
         raw.put(closed_by_customer_cf, closed_key(t1, 1), v1);
         // A valid record under another trade's key.
-        raw.put(closed_by_customer_cf, closed_key(t2, 77), raw.get(closed_by_customer_cf, closed_key(t2, 2)));
+        raw.put(closed_by_customer_cf, closed_key(t2, 77),
+                raw.get(closed_by_customer_cf, closed_key(t2, 2)));
     }
     auto s = open_store(dir);
     const auto bad = s->find_trade(t1.customer_id, trade_id{1});
@@ -428,7 +433,8 @@ TEST_CASE("a damaged terminal trade in the store is reported as corruption") {
     CHECK(**good == t2);
 }
 
-TEST_CASE("updates_since reads a customer's changes from any point with any limit, however batched") {
+TEST_CASE(
+    "updates_since reads a customer's changes from any point with any limit, however batched") {
     for (const int customers : {1, 4}) {
         for (const std::size_t batch : {1, 2, 3, 7, 1000}) {
             CAPTURE(customers);
