@@ -1,18 +1,21 @@
 #include "api/stream_session.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
 #include <chrono>
 #include <deque>
 #include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
-
-#include <boost/asio/dispatch.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
-#include <spdlog/spdlog.h>
 
 #include "api/json.h"
 
@@ -120,7 +123,9 @@ private:
             net::post(executor, [weak, batch] {
                 auto self = weak.lock();
                 if (!self) return;
-                for (const trade_update& u : *batch) self->on_update(u);
+                self->queue_together([&] {
+                    for (const trade_update& u : *batch) self->on_update(u);
+                });
             });
         });
 
@@ -146,9 +151,9 @@ private:
             phase_ = phase::catching_up;
             last_sent_ = *since_;
             anchored_ = true;
-            catch_up();
+            queue_together([&] { catch_up(); });
         } else {
-            go_live();
+            queue_together([&] { go_live(); });
         }
     }
 
@@ -207,11 +212,29 @@ private:
         last_sent_ = u.sequence;
         anchored_ = true;
         outbound_.push_back(update_frame(u));
-        if (!writing_) do_write();
+        if (!writing_ && !queuing_) do_write();
         return true;
     }
 
+    // Runs `queue` (which queues frames) and only then starts writing, so that every frame it
+    // queued is known when the first write begins (see do_write).
+    template <class Queue>
+    void queue_together(Queue&& queue) {
+        const bool outer = queuing_;
+        queuing_ = true;
+        queue();
+        queuing_ = outer;
+        if (!outer && !writing_ && !outbound_.empty()) do_write();
+    }
+
+    // Each frame is one Beast write and so one sendmsg; on loopback and on a LAN each sendmsg is
+    // also a TCP segment of its own, which the peer's kernel receives, wakes its reader for and
+    // acknowledges. A placement and its submission reach the stream together, as do backlog
+    // batches: with more than one frame queued the socket is corked (TCP_CORK), so that the
+    // frames leave in as few segments as fit, and uncorked as soon as the queue is empty. The
+    // kernel sends corked data after 200 ms on its own, so a missed uncork delays, never loses.
     void do_write() {
+        if (!corked_ && outbound_.size() > 1) set_cork(true);
         writing_ = true;
         ws_.async_write(net::buffer(outbound_.front()),
                         beast::bind_front_handler(&stream_session::on_write, shared_from_this()));
@@ -221,9 +244,20 @@ private:
         writing_ = false;
         if (ec) return fail(ec, "write");
         outbound_.pop_front();
-        if (phase_ == phase::closing || phase_ == phase::done) return;
+        if (phase_ == phase::closing || phase_ == phase::done) return set_cork(false);
         if (!outbound_.empty()) return do_write();
-        if (phase_ == phase::catching_up) catch_up();
+        set_cork(false);
+        if (phase_ == phase::catching_up) queue_together([&] { catch_up(); });
+    }
+
+    void set_cork(bool on) {
+        if (corked_ == on) return;
+        corked_ = on;
+        auto& socket = beast::get_lowest_layer(ws_).socket();
+        if (!socket.is_open()) return;
+        const int value = on ? 1 : 0;
+        // Failure only costs the coalescing; the frames go out either way.
+        (void)::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &value, sizeof value);
     }
 
     void do_read() {
@@ -276,6 +310,7 @@ private:
 
     void stop(phase next) {
         phase_ = next;
+        set_cork(false);  // the close frame, if any, goes out at once
         sub_.reset();
         pending_.clear();
         // The frame being written must outlive its write.
@@ -295,6 +330,8 @@ private:
     std::uint64_t last_sent_ = 0;       // highest sequence queued for the client
     bool anchored_ = false;             // last_sent_ is known (?since given, or one update sent)
     bool writing_ = false;
+    bool queuing_ = false;  // inside queue_together: frames are queued, not yet written
+    bool corked_ = false;   // TCP_CORK is on (do_write)
     std::optional<websocket::close_reason> close_after_accept_;
     phase phase_ = phase::accepting;
 };
