@@ -45,6 +45,7 @@ engine_runner::engine_runner(journal::store& store, state recovered, runner_conf
       config_(config),
       post_to_io_(std::move(post_to_io)) {
     BROKER_ASSERT(state_.last_sequence == store_.last_sequence());
+    committed_sequence_.store(state_.last_sequence, std::memory_order_relaxed);  // what recovery found
     // Count the events since the newest stored snapshot, so that a node restarted often still
     // snapshots every snapshot_every_events.
     if (auto stored = store_.snapshot_sequences(); stored && !stored->empty()) {

@@ -468,6 +468,10 @@ class CoreTest(BrokerTestCase):
                            before['broker_memory_bytes{part="journal_memtables"}'])
         if not harness.built_with_asan():
             self.assertGreater(after['broker_memory_bytes{part="heap_in_use"}'], 100_000)
+        # After a restart the journal's sequence is what recovery found, before anything new.
+        self.assertEqual(b.stop(), 0, "brokerd exit code after SIGTERM")
+        b.start(port=b.port)
+        self.assertEqual(metrics()["broker_journal_sequence"], after["broker_journal_sequence"])
 
     # ------------------------------------------------------------------------------------------
     @dump_logs_on_failure
