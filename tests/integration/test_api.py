@@ -1284,6 +1284,33 @@ class ApiTest(BrokerTestCase):
         self.assertEqual(everything[n:], resumed + more)
         ws_close(ws4)
 
+    @dump_logs_on_failure
+    def test_a_commits_updates_reach_the_stream_without_waiting_for_the_kernel(self):
+        # A placement and its submission reach the stream in one batch, written with the socket
+        # corked (TCP_CORK) and uncorked once the batch is out. Were the uncork missed, the kernel
+        # would hold both frames for its cork timer (200 ms); they normally take milliseconds.
+        if websocket is None:
+            self.skipTest("python3-websocket is not installed")
+        b = self.start_broker(["--sim-latency-ms", "1", "--sim-reject-rate", "0",
+                               "--sim-duplicate-rate", "0"])
+        cid = "ws-cork"
+        self.open_customer(b, cid, "100000.0000")
+        ws = ws_connect(b.port, token=b.token(cid))
+        self.addCleanup(ws_close, ws)
+        time.sleep(0.3)  # let the subscription settle
+        waits = []
+        for _ in range(5):
+            started = time.monotonic()
+            t = self.placed(b, cid, "AAPL", "BUY", 1)
+            pair = ws_read(ws, 2, timeout=5)
+            waits.append(time.monotonic() - started)
+            self.assertEqual([(f["trade"]["trade_id"], f["trade"]["status"]) for f in pair],
+                             [(t["trade_id"], "PLACED"), (t["trade_id"], "IN_PROGRESS")], pair)
+            last = ws_read(ws, 1, timeout=5)
+            self.assertEqual([f["trade"]["status"] for f in last], ["FILLED"], last)
+        waits.sort()
+        self.assertLess(waits[2], 0.15, "seconds from placement to its two updates: %r" % waits)
+
     # ============================================================================================
     # 9. Slow consumer
     # ============================================================================================
