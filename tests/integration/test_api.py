@@ -200,6 +200,19 @@ class ApiTest(BrokerTestCase):
             self.assertEqual(t["status"], status, t)
         return t
 
+    def streaming_customer(self, cid, cash, sim_latency_ms, **ws_options):
+        """A broker whose embedded exchange fills everything after `sim_latency_ms`, customer
+        `cid` with `cash`, and a live stream of theirs (subscribed and settled); (broker, ws)."""
+        if websocket is None:
+            self.skipTest("python3-websocket is not installed")
+        b = self.start_broker(["--sim-latency-ms", str(sim_latency_ms), "--sim-reject-rate", "0",
+                               "--sim-duplicate-rate", "0"])
+        self.open_customer(b, cid, cash)
+        ws = ws_connect(b.port, token=b.token(cid), **ws_options)
+        self.addCleanup(ws_close, ws)
+        time.sleep(0.3)  # let the subscription settle before anything happens
+        return b, ws
+
     def get_trade(self, b, cid, tid):
         st, t = b.request("GET", "/v1/trades/" + tid, token=b.token(cid))
         self.assertEqual(st, 200, "GET /v1/trades/%s as %s -> %s %r" % (tid, cid, st, t))
@@ -1289,15 +1302,8 @@ class ApiTest(BrokerTestCase):
         # A placement and its submission reach the stream in one batch, written with the socket
         # corked (TCP_CORK) and uncorked once the batch is out. Were the uncork missed, the kernel
         # would hold both frames for its cork timer (200 ms); they normally take milliseconds.
-        if websocket is None:
-            self.skipTest("python3-websocket is not installed")
-        b = self.start_broker(["--sim-latency-ms", "1", "--sim-reject-rate", "0",
-                               "--sim-duplicate-rate", "0"])
         cid = "ws-cork"
-        self.open_customer(b, cid, "100000.0000")
-        ws = ws_connect(b.port, token=b.token(cid))
-        self.addCleanup(ws_close, ws)
-        time.sleep(0.3)  # let the subscription settle
+        b, ws = self.streaming_customer(cid, "100000.0000", sim_latency_ms=1)
         waits = []
         for _ in range(5):
             started = time.monotonic()
@@ -1316,21 +1322,15 @@ class ApiTest(BrokerTestCase):
     # ============================================================================================
     @dump_logs_on_failure
     def test_a_websocket_client_that_never_reads_is_closed_as_a_slow_consumer(self):
-        if websocket is None:
-            self.skipTest("python3-websocket is not installed")
-        b = self.start_broker(["--sim-latency-ms", "0", "--sim-reject-rate", "0",
-                               "--sim-duplicate-rate", "0"])
         cid = "slow-consumer"
-        self.open_customer(b, cid, "10000000.0000")
-        tok = b.token(cid)
         # Keep the kernel from absorbing the backlog: a small receive buffer here, and a small
         # MSS advertised in our SYN (on loopback the server's send buffer is otherwise autotuned
         # to ~4 MB, which holds every update this test makes, so its own queue never grows).
-        ws = ws_connect(b.port, token=tok,
-                        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),
-                                 (socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)])
-        self.addCleanup(ws_close, ws)
-        time.sleep(0.3)
+        b, ws = self.streaming_customer(
+            cid, "10000000.0000", sim_latency_ms=0,
+            sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),
+                     (socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)])
+        tok = b.token(cid)
         pid = b.proc.pid
         rss = [vm_rss_kib(pid)]
 
