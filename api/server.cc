@@ -32,6 +32,10 @@ public:
     ~session() { open_->fetch_sub(1); }
 
     void run() {
+        // User-level non-blocking mode: the synchronous reads and writes below return
+        // would_block instead of waiting (Asio's asynchronous operations are unaffected).
+        beast::error_code ignored;
+        stream_.socket().non_blocking(true, ignored);
         net::dispatch(stream_.get_executor(),
                       beast::bind_front_handler(&session::do_read, shared_from_this()));
     }
@@ -58,6 +62,17 @@ private:
     }
 
     void read_request() {
+        // A request that is already whole in the buffer (the usual case: one read brings it) is
+        // parsed here with Beast's parser, without a round through the io_context; the rest of
+        // one that is not arrives by the asynchronous read, under the request timeout.
+        parser_->eager(true);
+        beast::error_code ec;
+        while (buffer_.size() > 0 && !parser_->is_done()) {
+            const std::size_t used = parser_->put(buffer_.data(), ec);
+            buffer_.consume(used);
+            if (ec || used == 0) break;
+        }
+        if (parser_->is_done() || (ec && ec != http::error::need_more)) return on_read(ec, 0);
         stream_.expires_after(std::chrono::seconds(config_.request_timeout_s));
         http::async_read(stream_, buffer_, *parser_,
                          beast::bind_front_handler(&session::on_read, shared_from_this()));
@@ -106,6 +121,10 @@ private:
             keep_alive_ = false;
             return write(allowed.error());
         }
+        // The stream session's own writes are all asynchronous; its socket goes back to the
+        // blocking mode Beast's WebSocket stream expects of anything synchronous.
+        beast::error_code ignored;
+        stream_.socket().non_blocking(false, ignored);
         start_stream_session(std::move(stream_), std::move(request_), router_.backend(),
                              std::move(allowed->customer_id), allowed->since, stream_config{});
     }
@@ -116,6 +135,7 @@ private:
     }
 
     void write(http_response r) {
+        serializer_.reset();
         response_ = {};
         response_.version(11);
         response_.result(r.status);
@@ -133,9 +153,26 @@ private:
         response_.keep_alive(keep_alive_);
         response_.body() = std::move(r.body);
         response_.prepare_payload();
-        stream_.expires_after(std::chrono::seconds(config_.idle_timeout_s));
-        http::async_write(stream_, response_,
-                          beast::bind_front_handler(&session::on_write, shared_from_this()));
+        // An answer almost always fits the socket's send buffer: Beast's serializer writes it
+        // here at once. What the socket does not take now (a client that does not read) goes
+        // asynchronously, bounded by the idle timeout.
+        serializer_.emplace(response_);
+        beast::error_code ec;
+        http::write(stream_.socket(), *serializer_, ec);
+        if (ec == net::error::would_block || ec == net::error::try_again) {
+            stream_.expires_after(std::chrono::seconds(config_.idle_timeout_s));
+            return http::async_write(
+                stream_, *serializer_,
+                beast::bind_front_handler(&session::on_write, shared_from_this()));
+        }
+        if (ec) return close();
+        if (!keep_alive_) return close();
+        // The next request is read on a later turn of the io_context, after the other answers
+        // of this round are written: by then the client has often sent it, and the read takes
+        // it at once instead of waiting for readiness. (It also keeps a long pipeline of
+        // requests answered at once from recursing.)
+        net::post(stream_.get_executor(),
+                  beast::bind_front_handler(&session::do_read, shared_from_this()));
     }
 
     void on_write(beast::error_code ec, std::size_t) {
@@ -163,6 +200,7 @@ private:
     std::optional<http::request_parser<http::string_body>> parser_;
     http::request<http::string_body> request_;
     http::response<http::string_body> response_;
+    std::optional<http::response_serializer<http::string_body>> serializer_;
     bool keep_alive_ = true;
 };
 

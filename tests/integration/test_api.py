@@ -1149,6 +1149,100 @@ class ApiTest(BrokerTestCase):
     # 7. Slowloris
     # ============================================================================================
     @dump_logs_on_failure
+    def test_pipelined_requests_are_answered_in_order_whether_or_not_the_client_reads(self):
+        b = self.start_broker(["--sim-reject-rate", "0", "--sim-duplicate-rate", "0"])
+        cid = "pipe-1"
+        self.open_customer(b, cid, "100000.0000")
+        tok = b.token(cid)
+
+        def req(method, path, body=None, auth=True):
+            head = "%s %s HTTP/1.1\r\nHost: x\r\n" % (method, path)
+            if auth:
+                head += "Authorization: Bearer %s\r\n" % tok
+            data = (body or "").encode()
+            if body is not None:
+                head += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(data)
+            return (head + "\r\n").encode() + data
+
+        def read_answers(f, n):
+            """n HTTP responses from one buffered reader: [(status, parsed body)]."""
+            out = []
+            for _ in range(n):
+                line = f.readline()
+                self.assertTrue(line.startswith(b"HTTP/1.1 "), (len(out), line))
+                length = None
+                while True:
+                    h = f.readline()
+                    self.assertTrue(h, "connection closed inside a response header")
+                    if h in (b"\r\n", b"\n"):
+                        break
+                    name, _, value = h.decode().partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value.strip())
+                self.assertIsNotNone(length, line)
+                out.append((int(line.split()[1]), _parse_body(f.read(length))))
+            return out
+
+        def trade(coid):
+            return json.dumps({"symbol": "AAPL", "side": "BUY", "quantity": 1,
+                               "client_order_id": coid})
+
+        # 1. Forty requests in one send: answered by the engine (placements, the account), by
+        # the router at once (health, a malformed body, a bad token), in the order sent.
+        batch, expect = [], []
+        for i in range(8):
+            batch += [req("POST", "/v1/trades", trade("pipe-%d" % i)),
+                      req("GET", "/healthz", auth=False),
+                      req("POST", "/v1/trades", '{"symbol": "AAPL", "side": '),
+                      req("GET", "/v1/account"),
+                      req("GET", "/v1/account", auth=False)]
+            expect += [(201, "pipe-%d" % i), (200, None), (400, None), (200, None), (401, None)]
+        s = socket.create_connection((HOST, b.port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"".join(batch))
+        f = s.makefile("rb")
+        got = read_answers(f, len(batch))
+        self.assertEqual([st for st, _ in got], [st for st, _ in expect], got)
+        for (st, body), (_, coid) in zip(got, expect):
+            if coid is not None:
+                self.assertEqual(body.get("client_order_id"), coid, body)
+
+        # 2. A request whose body arrives 0.3 s after its header, on the same connection.
+        whole = req("POST", "/v1/trades", trade("pipe-late"))
+        cut = whole.index(b"\r\n\r\n") + 4
+        s.sendall(whole[:cut])
+        time.sleep(0.3)
+        s.sendall(whole[cut:])
+        [(st, body)] = read_answers(f, 1)
+        self.assertEqual((st, body.get("client_order_id")), (201, "pipe-late"), body)
+        f.close()
+        s.close()
+
+        # 3. A client that sends 3000 requests and reads no answer until later: its answers
+        # (about 9 MB of trade listings) fill the socket, the session waits for the client to
+        # read, meanwhile another client is served, and once the client reads, every answer
+        # arrives, in order.
+        n = 3000
+        slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(slow.close)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(20)
+        slow.connect((HOST, b.port))
+        many = b"".join(req("GET", "/v1/trades?limit=100") for _ in range(n))
+        sent = threading.Thread(target=slow.sendall, args=(many,), daemon=True)
+        sent.start()
+        time.sleep(0.5)
+        st, body, _ = http_full(b.port, "GET", "/v1/account", token=tok, timeout=5)
+        self.assertEqual(st, 200, (st, body))
+        sf = slow.makefile("rb")
+        got = read_answers(sf, n)
+        sent.join(10)
+        self.assertFalse(sent.is_alive(), "the pipelined requests were not all taken")
+        self.assertEqual([st for st, _ in got], [200] * n)
+        self.assertEqual({len(page["trades"]) for _, page in got}, {9}, got[:1])
+        sf.close()
+        self.assertTrue(b.alive())
+
     def test_a_slowloris_client_is_disconnected_while_normal_clients_are_served(self):
         b = self.start_broker()
         cid = "slow-loris"
