@@ -128,7 +128,26 @@ std::string engine_runner::metrics_text() {
         "broker_memory_bytes{{part=\"heap_free\"}} {}\n",
         db.memtables, db.table_readers, db.block_cache, heap.uordblks + heap.hblkhd,
         heap.fordblks);
-    return memory + fmt::format(
+    // Cumulative buckets, as Prometheus histograms have them; the count is their sum as read
+    // here, so that the lines agree with each other even while commits go on.
+    std::string commit_times =
+        "# HELP broker_journal_commit_seconds Time of each group commit: the journal's write and "
+        "its fdatasync.\n# TYPE broker_journal_commit_seconds histogram\n";
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < commit_counts_.size(); ++i) {
+        cumulative += commit_counts_[i].load(std::memory_order_relaxed);
+        if (i < commit_bounds_s.size()) {
+            commit_times += fmt::format("broker_journal_commit_seconds_bucket{{le=\"{}\"}} {}\n",
+                                        commit_bounds_s[i], cumulative);
+        } else {
+            commit_times += fmt::format("broker_journal_commit_seconds_bucket{{le=\"+Inf\"}} {}\n",
+                                        cumulative);
+        }
+    }
+    commit_times += fmt::format(
+        "broker_journal_commit_seconds_sum {:.6f}\nbroker_journal_commit_seconds_count {}\n",
+        static_cast<double>(commit_ns_total_.load(std::memory_order_relaxed)) / 1e9, cumulative);
+    return memory + commit_times + fmt::format(
         "# HELP broker_journal_sequence Sequence of the last durable journal record.\n"
         "# TYPE broker_journal_sequence gauge\nbroker_journal_sequence {}\n"
         "# HELP broker_journal_commits_total Group commits (synced WriteBatches).\n"
@@ -590,8 +609,10 @@ void engine_runner::commit(const journal::write_set& all) {
         disk_checked_ = checked;
         watch_disk();
     }
+    const auto started = std::chrono::steady_clock::now();
     auto written = store_.append(all);
     if (written) {
+        count_commit(std::chrono::steady_clock::now() - started);
         committed_sequence_.store(store_.last_sequence(), std::memory_order_relaxed);
         commits_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -605,6 +626,16 @@ void engine_runner::commit(const journal::write_set& all) {
         spdlog::shutdown();
         std::abort();
     }
+}
+
+void engine_runner::count_commit(std::chrono::steady_clock::duration took) {
+    const double seconds = std::chrono::duration<double>(took).count();
+    std::size_t bucket = 0;
+    while (bucket < commit_bounds_s.size() && seconds > commit_bounds_s[bucket]) ++bucket;
+    commit_counts_[bucket].fetch_add(1, std::memory_order_relaxed);
+    commit_ns_total_.fetch_add(
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()),
+        std::memory_order_relaxed);
 }
 
 void engine_runner::watch_disk() {

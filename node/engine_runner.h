@@ -14,6 +14,7 @@
 // disk and nothing of it has been seen outside.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -173,6 +174,14 @@ private:
     std::atomic<bool> storage_full_{false};
     std::atomic<std::uint64_t> committed_sequence_{0};  // for metrics; the engine thread sets it
     std::atomic<std::uint64_t> commits_{0};
+    // How long each group commit took (the journal write and its fdatasync), as a Prometheus
+    // histogram: per-bucket counts (the last one past the largest bound) and the total time.
+    // The engine thread adds; /metrics reads.
+    static constexpr std::array<double, 12> commit_bounds_s{
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
+    std::array<std::atomic<std::uint64_t>, commit_bounds_s.size() + 1> commit_counts_{};
+    std::atomic<std::uint64_t> commit_ns_total_{0};
+    void count_commit(std::chrono::steady_clock::duration took);
     void watch_disk();
     std::chrono::steady_clock::time_point disk_checked_{};  // engine thread only (commit)
 

@@ -459,6 +459,22 @@ class CoreTest(BrokerTestCase):
         self.assertGreater(after["broker_journal_sequence"], before["broker_journal_sequence"] + 10)
         self.assertGreater(after["broker_journal_commits_total"],
                            before["broker_journal_commits_total"])
+        # Every commit's time is in the histogram: cumulative buckets by increasing bound that
+        # never decrease, +Inf equal to the count, and the count equal to the commits counted
+        # (nothing commits while the trades are all settled).
+        name = "broker_journal_commit_seconds"
+        buckets = [(k.split('le="', 1)[1].split('"', 1)[0], v) for k, v in after.items()
+                   if k.startswith(name + "_bucket{")]
+        self.assertGreaterEqual(len(buckets), 5, buckets)
+        bounds = [float(le) for le, _ in buckets]
+        self.assertEqual(bounds, sorted(bounds), buckets)
+        self.assertEqual(bounds[-1], float("inf"), buckets)
+        counts = [v for _, v in buckets]
+        self.assertEqual(counts, sorted(counts), buckets)
+        self.assertEqual(counts[-1], after[name + "_count"])
+        self.assertEqual(after[name + "_count"], after["broker_journal_commits_total"])
+        self.assertGreater(after[name + "_sum"], 0)
+        self.assertLess(after[name + "_sum"], after[name + "_count"] * 1.0, "over 1 s a commit")
         for part in ("journal_memtables", "journal_table_readers", "journal_block_cache",
                      "heap_in_use", "heap_free"):
             self.assertIn('broker_memory_bytes{part="%s"}' % part, after)
