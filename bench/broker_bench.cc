@@ -57,6 +57,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "api/json.h"
 #include "api/jwt.h"
 #include "bench/histogram.h"
 
@@ -1179,8 +1180,9 @@ int main(int argc, char** argv) {
         if (counters_json.size() > 1) counters_json += ',';
         const auto& a = counters_before[i];
         const auto& b = counters_after[i];
-        counters_json += fmt::format(R"("{}":{})", opt.server_counters[i],
-                                     a && b ? fmt::format("{:.0f}", *b - *a) : "null");
+        // A name may carry labels in quotes; a growth may be a fraction (a histogram's sum).
+        counters_json += fmt::format(R"("{}":{})", broker::api::json_escape(opt.server_counters[i]),
+                                     a && b ? fmt::format("{}", *b - *a) : "null");
     }
     counters_json += '}';
 
@@ -1193,7 +1195,8 @@ int main(int argc, char** argv) {
         R"("send_lag_us":{},"service_us":{},"e2e":{},"setup":{},"cpu":{},"server_counters":{},)"
         R"("loadavg":[{},{}],"timeline":{},"rss":{}}})"
         "\n",
-        opt.label, opt.mode, opt.target, opt.connections, opt.customers, opt.threads,
+        broker::api::json_escape(opt.label), broker::api::json_escape(opt.mode),
+        broker::api::json_escape(opt.target), opt.connections, opt.customers, opt.threads,
         rs.closed_loop() ? "true" : "false", opt.rate, opt.duration_s, opt.warmup_s, load_s,
         window_s, drain_used_s, counts.sent, counts.answered, counts.answered_measured, throughput,
         counts.placed, map_json(counts.rejected), status_json(counts.http_status), counts.errors,

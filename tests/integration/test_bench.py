@@ -77,6 +77,8 @@ class BenchTest(BrokerTestCase):
         r = self.bench(b, "--rate", "300", "--duration-s", "3", "--warmup-s", "1", "--e2e",
                        "--server-pid", str(b.proc.pid),
                        "--server-counter", "broker_journal_commits_total",
+                       "--server-counter", "broker_journal_commit_seconds_sum",
+                       "--server-counter", 'broker_journal_commit_seconds_bucket{le="+Inf"}',
                        "--server-counter", "broker_no_such_counter_total")
         self.assertEqual(r["errors"], 0, r)
         self.assertEqual(r["sent"], r["answered"])
@@ -115,6 +117,12 @@ class BenchTest(BrokerTestCase):
         self.assertGreater(commits, 0)
         self.assertLessEqual(commits, 2 * r["answered"] + 10)
         self.assertIsNone(r["server_counters"]["broker_no_such_counter_total"])
+        # One series of a labelled family, named with its labels; a growth in fractions.
+        self.assertEqual(r["server_counters"]['broker_journal_commit_seconds_bucket{le="+Inf"}'],
+                         commits)
+        took = r["server_counters"]["broker_journal_commit_seconds_sum"]
+        self.assertGreater(took, 0)
+        self.assertNotEqual(took, round(took), "the sum of commit times was rounded")
         e2e = r["e2e"]
         self.assertEqual(e2e["streams"], CUSTOMERS)
         self.assertEqual(e2e["stream_failures"], 0)
