@@ -1202,8 +1202,8 @@ int main(int argc, char** argv) {
         counts.placed, map_json(counts.rejected), status_json(counts.http_status), counts.errors,
         counts.reconnects, latency_json(lat), spectrum_json(lat), buckets_json(lat),
         rs.closed_loop() ? std::string("null") : latency_json(send_lag),
-        rs.closed_loop() ? std::string("null") : latency_json(service), e2e_json,
-        setup_json, cpu_json, counters_json, loadavg_before, loadavg_after, timeline, rss);
+        rs.closed_loop() ? std::string("null") : latency_json(service), e2e_json, setup_json,
+        cpu_json, counters_json, loadavg_before, loadavg_after, timeline, rss);
     if (!opt.out.empty()) {
         std::ofstream f(opt.out);
         f << json;

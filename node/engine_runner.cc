@@ -147,7 +147,8 @@ std::string engine_runner::metrics_text() {
     commit_times += fmt::format(
         "broker_journal_commit_seconds_sum {:.6f}\nbroker_journal_commit_seconds_count {}\n",
         static_cast<double>(commit_ns_total_.load(std::memory_order_relaxed)) / 1e9, cumulative);
-    return memory + commit_times + fmt::format(
+    memory += commit_times;
+    return memory + fmt::format(
         "# HELP broker_journal_sequence Sequence of the last durable journal record.\n"
         "# TYPE broker_journal_sequence gauge\nbroker_journal_sequence {}\n"
         "# HELP broker_journal_commits_total Group commits (synced WriteBatches).\n"
