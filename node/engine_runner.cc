@@ -140,8 +140,8 @@ std::string engine_runner::metrics_text() {
             commit_times += fmt::format("broker_journal_commit_seconds_bucket{{le=\"{}\"}} {}\n",
                                         commit_bounds_s[i], cumulative);
         } else {
-            commit_times += fmt::format("broker_journal_commit_seconds_bucket{{le=\"+Inf\"}} {}\n",
-                                        cumulative);
+            commit_times +=
+                fmt::format("broker_journal_commit_seconds_bucket{{le=\"+Inf\"}} {}\n", cumulative);
         }
     }
     commit_times += fmt::format(
@@ -635,7 +635,8 @@ void engine_runner::count_commit(std::chrono::steady_clock::duration took) {
     while (bucket < commit_bounds_s.size() && seconds > commit_bounds_s[bucket]) ++bucket;
     commit_counts_[bucket].fetch_add(1, std::memory_order_relaxed);
     commit_ns_total_.fetch_add(
-        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()),
+        static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()),
         std::memory_order_relaxed);
 }
 
