@@ -165,6 +165,10 @@ private:
                 stream_, *serializer_,
                 beast::bind_front_handler(&session::on_write, shared_from_this()));
         }
+        on_write(ec, 0);
+    }
+
+    void on_write(beast::error_code ec, std::size_t) {
         if (ec) return close();
         if (!keep_alive_) return close();
         // The next request is read on a later turn of the io_context, after the other answers
@@ -173,12 +177,6 @@ private:
         // requests answered at once from recursing.)
         net::post(stream_.get_executor(),
                   beast::bind_front_handler(&session::do_read, shared_from_this()));
-    }
-
-    void on_write(beast::error_code ec, std::size_t) {
-        if (ec) return close();
-        if (!keep_alive_) return close();
-        do_read();
     }
 
     void close() {

@@ -118,7 +118,7 @@ std::string engine_runner::metrics_text() {
     // free (free but kept chunks are the heap's fragmentation).
     const auto db = store_.memory();
     const struct mallinfo2 heap = mallinfo2();
-    std::string memory = fmt::format(
+    std::string text = fmt::format(
         "# HELP broker_memory_bytes Memory held, by part.\n"
         "# TYPE broker_memory_bytes gauge\n"
         "broker_memory_bytes{{part=\"journal_memtables\"}} {}\n"
@@ -126,29 +126,24 @@ std::string engine_runner::metrics_text() {
         "broker_memory_bytes{{part=\"journal_block_cache\"}} {}\n"
         "broker_memory_bytes{{part=\"heap_in_use\"}} {}\n"
         "broker_memory_bytes{{part=\"heap_free\"}} {}\n",
-        db.memtables, db.table_readers, db.block_cache, heap.uordblks + heap.hblkhd,
-        heap.fordblks);
+        db.memtables, db.table_readers, db.block_cache, heap.uordblks + heap.hblkhd, heap.fordblks);
     // Cumulative buckets, as Prometheus histograms have them; the count is their sum as read
     // here, so that the lines agree with each other even while commits go on.
-    std::string commit_times =
+    text +=
         "# HELP broker_journal_commit_seconds Time of each group commit: the journal's write and "
         "its fdatasync.\n# TYPE broker_journal_commit_seconds histogram\n";
     std::uint64_t cumulative = 0;
     for (std::size_t i = 0; i < commit_counts_.size(); ++i) {
         cumulative += commit_counts_[i].load(std::memory_order_relaxed);
-        if (i < commit_bounds_s.size()) {
-            commit_times += fmt::format("broker_journal_commit_seconds_bucket{{le=\"{}\"}} {}\n",
-                                        commit_bounds_s[i], cumulative);
-        } else {
-            commit_times +=
-                fmt::format("broker_journal_commit_seconds_bucket{{le=\"+Inf\"}} {}\n", cumulative);
-        }
+        const std::string le =
+            i < commit_bounds_s.size() ? fmt::format("{}", commit_bounds_s[i]) : "+Inf";
+        text +=
+            fmt::format("broker_journal_commit_seconds_bucket{{le=\"{}\"}} {}\n", le, cumulative);
     }
-    commit_times += fmt::format(
+    text += fmt::format(
         "broker_journal_commit_seconds_sum {:.6f}\nbroker_journal_commit_seconds_count {}\n",
         static_cast<double>(commit_ns_total_.load(std::memory_order_relaxed)) / 1e9, cumulative);
-    memory += commit_times;
-    return memory + fmt::format(
+    text += fmt::format(
         "# HELP broker_journal_sequence Sequence of the last durable journal record.\n"
         "# TYPE broker_journal_sequence gauge\nbroker_journal_sequence {}\n"
         "# HELP broker_journal_commits_total Group commits (synced WriteBatches).\n"
@@ -159,8 +154,10 @@ std::string engine_runner::metrics_text() {
         "# TYPE broker_storage_full gauge\nbroker_storage_full {}\n"
         "# HELP broker_stream_subscribers Live WebSocket streams.\n"
         "# TYPE broker_stream_subscribers gauge\nbroker_stream_subscribers {}\n",
-        committed_sequence_.load(std::memory_order_relaxed), commits_.load(std::memory_order_relaxed),
-        queued, storage_full_.load() ? 1 : 0, hub_.subscribers());
+        committed_sequence_.load(std::memory_order_relaxed),
+        commits_.load(std::memory_order_relaxed), queued, storage_full_.load() ? 1 : 0,
+        hub_.subscribers());
+    return text;
 }
 
 void engine_runner::report(apply_execution x) {
