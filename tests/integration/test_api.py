@@ -1146,7 +1146,7 @@ class ApiTest(BrokerTestCase):
         self.assertEqual(st, 200)
 
     # ============================================================================================
-    # 7. Slowloris
+    # 7. Pipelining and slowloris
     # ============================================================================================
     @dump_logs_on_failure
     def test_pipelined_requests_are_answered_in_order_whether_or_not_the_client_reads(self):
@@ -1243,6 +1243,7 @@ class ApiTest(BrokerTestCase):
         sf.close()
         self.assertTrue(b.alive())
 
+    @dump_logs_on_failure
     def test_a_slowloris_client_is_disconnected_while_normal_clients_are_served(self):
         b = self.start_broker()
         cid = "slow-loris"

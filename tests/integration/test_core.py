@@ -471,6 +471,7 @@ class CoreTest(BrokerTestCase):
         self.assertEqual(bounds[-1], float("inf"), buckets)
         counts = [v for _, v in buckets]
         self.assertEqual(counts, sorted(counts), buckets)
+        self.assertGreater(counts[-2], 0, "no commit counted within the largest bound")
         self.assertEqual(counts[-1], after[name + "_count"])
         self.assertEqual(after[name + "_count"], after["broker_journal_commits_total"])
         self.assertGreater(after[name + "_sum"], 0)
