@@ -214,12 +214,16 @@ void router::handle(const http_request& req, responder in) {
     const route_spec* path_match = nullptr;
     const route_spec* route = nullptr;
     std::string allow;
+    // HEAD is GET without the body (RFC 9110 9.3.2): the server writes the same header with the
+    // body's length and leaves the body out.
+    const std::string_view method = req.method == "HEAD" ? std::string_view("GET") : req.method;
     for (const auto& r : routes) {
         if (!matches(r.path, seg)) continue;
         path_match = &r;
         if (!allow.empty()) allow += ", ";
         allow += r.method;
-        if (r.method == req.method) route = &r;
+        if (r.method == "GET") allow += ", HEAD";
+        if (r.method == method) route = &r;
     }
     if (path_match == nullptr) return respond(error(404, "not_found", "no such route"));
     if (route == nullptr) {

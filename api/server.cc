@@ -42,6 +42,7 @@ public:
 
 private:
     void do_read() {
+        head_ = false;
         parser_.emplace();
         parser_->body_limit(config_.body_limit_bytes);
         parser_->header_limit(static_cast<std::uint32_t>(config_.header_limit_bytes));
@@ -97,6 +98,7 @@ private:
         }
         request_ = parser_->release();
         keep_alive_ = request_.keep_alive();
+        head_ = request_.method() == http::verb::head;
         stream_.expires_never();  // the engine answers; a slow engine is not the client's fault
         if (websocket::is_upgrade(request_) && request_.method() == http::verb::get &&
             view(request_.target()).substr(0, view(request_.target()).find('?')) == "/v1/stream") {
@@ -153,6 +155,12 @@ private:
         response_.keep_alive(keep_alive_);
         response_.body() = std::move(r.body);
         response_.prepare_payload();
+        if (head_) {
+            // The length the GET's body would have, and no body.
+            const auto length = response_.body().size();
+            response_.body().clear();
+            response_.content_length(length);
+        }
         // An answer almost always fits the socket's send buffer: Beast's serializer writes it
         // here at once. What the socket does not take now (a client that does not read) goes
         // asynchronously, bounded by the idle timeout.
@@ -198,6 +206,7 @@ private:
     std::optional<http::request_parser<http::string_body>> parser_;
     http::request<http::string_body> request_;
     http::response<http::string_body> response_;
+    bool head_ = false;  // the request being answered is a HEAD: the answer has no body
     std::optional<http::response_serializer<http::string_body>> serializer_;
     bool keep_alive_ = true;
 };

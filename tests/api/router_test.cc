@@ -213,6 +213,22 @@ TEST_CASE("malformed requests get a 4xx JSON error and change nothing") {
     CHECK(f.svc.s.last_sequence == before);
 }
 
+TEST_CASE("HEAD is routed as GET, and the Allow header of a GET route names it") {
+    fixture f;
+    f.open("alice");
+    const auto alice = f.token("alice");
+    const auto get = f.call("GET", "/v1/account", alice);
+    const auto head = f.call("HEAD", "/v1/account", alice);
+    CHECK(head.status == 200);
+    CHECK(head.body == get.body);  // the server leaves the body out and keeps its length
+    CHECK(f.call("HEAD", "/v1/account", "").status == 401);
+    const auto not_allowed = f.call("HEAD", "/v1/exchange/callbacks", "");
+    CHECK(not_allowed.status == 405);
+    CHECK(not_allowed.allow == "POST");
+    CHECK(f.call("DELETE", "/v1/account", alice).allow == "GET, HEAD");
+    CHECK(f.call("PUT", "/v1/trades", alice).allow == "POST, GET, HEAD");
+}
+
 TEST_CASE("a full engine queue is answered 503 overloaded") {
     fixture f;
     f.open("alice");

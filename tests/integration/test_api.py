@@ -1244,6 +1244,68 @@ class ApiTest(BrokerTestCase):
         self.assertTrue(b.alive())
 
     @dump_logs_on_failure
+    def test_head_answers_with_the_get_header_and_no_body_and_the_connection_stays_in_step(self):
+        b = self.start_broker()
+        cid = "head-1"
+        self.open_customer(b, cid, "1000.0000")
+        tok = b.token(cid)
+        auth = "Authorization: Bearer %s\r\n" % tok
+
+        def req(method, path, headers=""):
+            return ("%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (method, path, headers)).encode()
+
+        # What GET answers, to compare the HEAD answers' lengths with.
+        get_lengths = {}
+        for path, hdrs in (("/healthz", ""), ("/v1/account", auth)):
+            st, body, headers = http_full(b.port, "GET", path, token=tok if hdrs else None)
+            self.assertEqual(st, 200, body)
+            get_lengths[path] = int(headers["content-length"])
+
+        # Pipelined on one connection: if any HEAD answer carried a body, the answers after it
+        # would be read from the middle of that body.
+        batch = [req("HEAD", "/healthz"), req("HEAD", "/v1/account", auth),
+                 req("HEAD", "/v1/account"),  # no token: 401, still no body
+                 req("HEAD", "/v1/exchange/callbacks"),  # POST only: 405, no body
+                 req("GET", "/healthz")]
+        s = socket.create_connection((HOST, b.port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"".join(batch))
+        f = s.makefile("rb")
+
+        def head_of_answer():
+            line = f.readline()
+            self.assertTrue(line.startswith(b"HTTP/1.1 "), line)
+            headers = {}
+            while True:
+                h = f.readline()
+                self.assertTrue(h, "connection closed inside a response header")
+                if h in (b"\r\n", b"\n"):
+                    return int(line.split()[1]), headers
+                name, _, value = h.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+
+        st, h = head_of_answer()
+        self.assertEqual((st, int(h["content-length"])), (200, get_lengths["/healthz"]), h)
+        st, h = head_of_answer()
+        self.assertEqual((st, int(h["content-length"])), (200, get_lengths["/v1/account"]), h)
+        st, h = head_of_answer()
+        self.assertEqual(st, 401, h)
+        self.assertGreater(int(h["content-length"]), 0, h)
+        st, h = head_of_answer()
+        self.assertEqual(st, 405, h)
+        self.assertEqual(h.get("allow"), "POST", h)
+        # The GET after them parses from the first byte of its status line.
+        st, h = head_of_answer()
+        self.assertEqual(st, 200, h)
+        self.assertEqual(_parse_body(f.read(int(h["content-length"]))), {"status": "ok"})
+        f.close()
+
+        # The Allow header of a GET route names HEAD too.
+        st, _, headers = http_full(b.port, "DELETE", "/v1/account", token=tok)
+        self.assertEqual(st, 405)
+        self.assertEqual([m.strip() for m in headers["allow"].split(",")], ["GET", "HEAD"])
+
+    @dump_logs_on_failure
     def test_a_slowloris_client_is_disconnected_while_normal_clients_are_served(self):
         b = self.start_broker()
         cid = "slow-loris"
