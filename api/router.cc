@@ -481,8 +481,9 @@ void router::list_trades(const caller& who, const query& q, responder respond) {
     }
     auto render = [this, who, filter, sym, limit, after](outcome& o) {
         if (o.code != errc::ok) return error_for(o.code);
-        // Open trades come from the engine (this outcome), closed ones from the store; both
-        // sorted newest first and merged.
+        // Open trades come from the engine (this outcome), closed ones from the store, read
+        // after it; both sorted newest first and merged. A trade that closed in between is in
+        // both lists, and only its closed version is kept.
         std::vector<trade> open;
         if (filter != trade_filter::closed) {
             for (auto& t : o.open_trades) {
@@ -491,11 +492,25 @@ void router::list_trades(const caller& who, const query& q, responder respond) {
         }
         std::sort(open.begin(), open.end(), [](const trade& a, const trade& b) { return b.id < a.id; });
         std::vector<trade> closed;
-        if (filter != trade_filter::open) closed = svc_.closed_trades(who.customer_id, after, sym, limit);
+        if (filter != trade_filter::open) {
+            auto stored = svc_.closed_trades(who.customer_id, after, sym, limit);
+            if (!stored) {
+                return error(503, "storage_error", "closed trades could not be read; retry later");
+            }
+            closed = std::move(*stored);
+        }
         std::vector<trade> page;
-        std::merge(open.begin(), open.end(), closed.begin(), closed.end(), std::back_inserter(page),
-                   [](const trade& a, const trade& b) { return b.id < a.id; });
-        if (page.size() > limit) page.resize(limit);
+        page.reserve(std::min(limit, open.size() + closed.size()));
+        auto oi = open.begin();
+        auto ci = closed.begin();
+        while (page.size() < limit && (oi != open.end() || ci != closed.end())) {
+            if (ci == closed.end() || (oi != open.end() && ci->id < oi->id)) {
+                page.push_back(std::move(*oi++));
+                continue;
+            }
+            if (oi != open.end() && oi->id == ci->id) ++oi;  // closed since the engine answered
+            page.push_back(std::move(*ci++));
+        }
         std::string body = R"({"trades":[)";
         for (std::size_t i = 0; i < page.size(); ++i) {
             if (i > 0) body += ',';

@@ -85,11 +85,11 @@ public:
     [[nodiscard]] virtual std::string metrics_text() { return {}; }
 
     // The customer's closed trades, newest first, with ids below `before` (0: no bound), of
-    // `sym` when given, at most `limit`. Reads the store; call from an IO thread.
-    [[nodiscard]] virtual std::vector<trade> closed_trades(const std::string& customer_id,
-                                                           trade_id before,
-                                                           std::optional<symbol> sym,
-                                                           std::size_t limit) = 0;
+    // `sym` when given, at most `limit`. Reads the store; call from an IO thread. nullopt when
+    // the store could not be read.
+    [[nodiscard]] virtual std::optional<std::vector<trade>> closed_trades(
+        const std::string& customer_id, trade_id before, std::optional<symbol> sym,
+        std::size_t limit) = 0;
     // The trade a customer placed with `client_order_id`, as recorded in the store (durable
     // placements only); nullopt when none.
     [[nodiscard]] virtual std::optional<trade_id> find_client_order(

@@ -205,12 +205,14 @@ std::optional<trade> engine_runner::find_closed_trade(const std::string& custome
     return *found;
 }
 
-std::vector<trade> engine_runner::closed_trades(const std::string& customer_id, trade_id before,
-                                               std::optional<symbol> sym, std::size_t limit) {
+std::optional<std::vector<trade>> engine_runner::closed_trades(const std::string& customer_id,
+                                                               trade_id before,
+                                                               std::optional<symbol> sym,
+                                                               std::size_t limit) {
     auto found = store_.closed_trades(customer_id, before, sym, limit);
     if (!found) {
         spdlog::error("listing closed trades failed: {}", found.error().what);
-        return {};
+        return std::nullopt;
     }
     return std::move(*found);
 }

@@ -3,8 +3,10 @@
 // updates are kept in maps instead of RocksDB.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <unordered_map>
+#include <utility>
 
 #include "api/services.h"
 #include "engine/decide.h"
@@ -21,6 +23,9 @@ public:
     std::unordered_map<std::uint64_t, trade> closed;
     std::map<std::pair<std::string, std::string>, trade_id> client_orders;
     std::map<std::string, std::vector<api::trade_update>> updates;
+    // Runs once at the next closed_trades read, before it (a trade closing in the meantime).
+    std::function<void()> before_closed_trades;
+    bool store_unreadable = false;  // closed_trades fails
 
     bool submit(command c, api::completion done) override {
         if (full) return false;
@@ -85,8 +90,11 @@ public:
     bool market_open(timestamp_ms) override { return market_is_open; }
     std::int64_t collar_bps() const override { return 500; }
     timestamp_ms now() override { return now_ms; }
-    std::vector<trade> closed_trades(const std::string& customer_id, trade_id before,
-                                     std::optional<symbol> sym, std::size_t limit) override {
+    std::optional<std::vector<trade>> closed_trades(const std::string& customer_id, trade_id before,
+                                                    std::optional<symbol> sym,
+                                                    std::size_t limit) override {
+        if (before_closed_trades) std::exchange(before_closed_trades, nullptr)();
+        if (store_unreadable) return std::nullopt;
         std::vector<trade> out;
         for (const auto& [id, t] : closed) {
             if (t.customer_id != customer_id || (before.value != 0 && !(t.id < before))) continue;

@@ -348,6 +348,42 @@ TEST_CASE("the trade list pages newest first through open and closed trades") {
     CHECK(f.call("GET", "/v1/trades", f.token("bob")).status == 404);  // bob has no account
 }
 
+TEST_CASE("a trade that closes while the list is read is listed once, closed") {
+    fixture f;
+    f.open("alice", R"({"cash":"100000","positions":{"AAPL":100}})");
+    const auto alice = f.token("alice");
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(
+            f.call("POST", "/v1/trades", alice, R"({"symbol":"AAPL","side":"SELL","quantity":1})")
+                .status == 201);
+    }
+    // The engine answers with trades 1-3 open; trade 1 fills before the store is read.
+    f.svc.before_closed_trades = [&] {
+        const std::string cb =
+            R"({"order_id":"0000000000000001","exec_id":"E1","status":"FILLED","quantity":1,)"
+            R"("fill_price":"100","executed_at":"2027-01-15T08:00:00Z"})";
+        REQUIRE(f.call("POST", "/v1/exchange/callbacks", "", cb,
+                       exchange::sign_callback("exchange-secret", now_ms / 1000, cb))
+                    .status == 200);
+    };
+    const auto page = f.call("GET", "/v1/trades", alice);
+    REQUIRE(page.status == 200);
+    CHECK_FALSE(static_cast<bool>(f.svc.before_closed_trades));  // the fill did land in between
+    const auto first = page.body.find("0000000000000001");
+    REQUIRE(first != std::string::npos);
+    CHECK(page.body.find("0000000000000001", first + 1) == std::string::npos);
+    CHECK(page.body.find(R"("status":"FILLED")") != std::string::npos);
+    CHECK(page.body.find("0000000000000003") < page.body.find("0000000000000002"));
+    CHECK(page.body.find("0000000000000002") < first);
+
+    // A store that cannot be read is a 503, not a page that silently lacks the closed trades.
+    f.svc.store_unreadable = true;
+    const auto failed = f.call("GET", "/v1/trades", alice);
+    CHECK(failed.status == 503);
+    CHECK(f.code_of(failed) == "storage_error");
+    CHECK(f.call("GET", "/v1/trades?status=open", alice).status == 200);  // the engine alone
+}
+
 TEST_CASE("cancel and modify answer 404 for trades the caller does not own, open or closed") {
     fixture f;
     f.open("alice");
