@@ -319,6 +319,23 @@ result<stream_request, http_response> router::authorize_stream(const http_reques
         r.retry_after_s = *wait;
         return unexpected{std::move(r)};
     }
+    if (out.since && *out.since > 0) {
+        // Resuming after N needs update N to exist. A cursor past the customer's last update
+        // (kept from before a data reset, or made up) would otherwise hold back every update
+        // up to it without a word.
+        const auto at = svc_.updates_since(out.customer_id, *out.since - 1, 1);
+        if (!at) {
+            return unexpected{
+                error(503, "storage_error", "updates could not be read; retry later")};
+        }
+        if (at->empty()) {
+            return unexpected{error(
+                422, "since_ahead",
+                fmt::format("since {} is past this customer's last update; resume from a sequence "
+                            "the stream has sent, or without since",
+                            *out.since))};
+        }
+    }
     return out;
 }
 

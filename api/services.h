@@ -94,10 +94,10 @@ public:
     // placements only); nullopt when none.
     [[nodiscard]] virtual std::optional<trade_id> find_client_order(
         const std::string& customer_id, std::string_view client_order_id) = 0;
-    // Durable updates of the customer with sequence > after, in order, at most `limit`.
-    [[nodiscard]] virtual std::vector<trade_update> updates_since(const std::string& customer_id,
-                                                                  std::uint64_t after,
-                                                                  std::size_t limit) = 0;
+    // Durable updates of the customer with sequence > after, in order, at most `limit`; nullopt
+    // when the store could not be read.
+    [[nodiscard]] virtual std::optional<std::vector<trade_update>> updates_since(
+        const std::string& customer_id, std::uint64_t after, std::size_t limit) = 0;
     // Live updates of the customer from now on (see update_sink).
     [[nodiscard]] virtual std::unique_ptr<subscription> subscribe(const std::string& customer_id,
                                                                   update_sink sink) = 0;

@@ -161,8 +161,9 @@ private:
     // the backlog never adds more than one batch to the outbound queue.
     void catch_up() {
         auto batch = svc_.updates_since(customer_id_, last_sent_, config_.backlog_batch);
-        const bool last_batch = batch.size() < config_.backlog_batch;
-        for (const auto& u : batch) {
+        if (!batch) return close(websocket::close_code::try_again_later, "storage_error");
+        const bool last_batch = batch->size() < config_.backlog_batch;
+        for (const auto& u : *batch) {
             if (!send(u)) return;
         }
         // Live updates the backlog already covered.

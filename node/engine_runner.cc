@@ -227,13 +227,12 @@ std::optional<trade_id> engine_runner::find_client_order(const std::string& cust
     return *found;
 }
 
-std::vector<api::trade_update> engine_runner::updates_since(const std::string& customer_id,
-                                                            std::uint64_t after,
-                                                            std::size_t limit) {
+std::optional<std::vector<api::trade_update>> engine_runner::updates_since(
+    const std::string& customer_id, std::uint64_t after, std::size_t limit) {
     auto found = store_.updates_since(customer_id, after, limit);
     if (!found) {
         spdlog::error("reading updates failed: {}", found.error().what);
-        return {};
+        return std::nullopt;
     }
     std::vector<api::trade_update> out;
     out.reserve(found->size());

@@ -98,9 +98,8 @@ public:
                                                                   std::size_t limit) override;
     [[nodiscard]] std::optional<trade_id> find_client_order(
         const std::string& customer_id, std::string_view client_order_id) override;
-    [[nodiscard]] std::vector<api::trade_update> updates_since(const std::string& customer_id,
-                                                               std::uint64_t after,
-                                                               std::size_t limit) override;
+    [[nodiscard]] std::optional<std::vector<api::trade_update>> updates_since(
+        const std::string& customer_id, std::uint64_t after, std::size_t limit) override;
     [[nodiscard]] std::unique_ptr<api::subscription> subscribe(const std::string& customer_id,
                                                                api::update_sink sink) override;
 

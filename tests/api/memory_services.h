@@ -25,7 +25,7 @@ public:
     std::map<std::string, std::vector<api::trade_update>> updates;
     // Runs once at the next closed_trades read, before it (a trade closing in the meantime).
     std::function<void()> before_closed_trades;
-    bool store_unreadable = false;  // closed_trades fails
+    bool store_unreadable = false;  // closed_trades and updates_since fail
 
     bool submit(command c, api::completion done) override {
         if (full) return false;
@@ -111,8 +111,10 @@ public:
         if (it == client_orders.end()) return std::nullopt;
         return it->second;
     }
-    std::vector<api::trade_update> updates_since(const std::string& customer_id, std::uint64_t after,
-                                                 std::size_t limit) override {
+    std::optional<std::vector<api::trade_update>> updates_since(const std::string& customer_id,
+                                                                std::uint64_t after,
+                                                                std::size_t limit) override {
+        if (store_unreadable) return std::nullopt;
         std::vector<api::trade_update> out;
         for (const auto& u : updates[customer_id]) {
             if (u.sequence > after && out.size() < limit) out.push_back(u);

@@ -384,6 +384,37 @@ TEST_CASE("a trade that closes while the list is read is listed once, closed") {
     CHECK(f.call("GET", "/v1/trades?status=open", alice).status == 200);  // the engine alone
 }
 
+TEST_CASE("a stream resumes only after an update the customer has had") {
+    fixture f;
+    f.open("alice");
+    const auto alice = f.token("alice");
+    REQUIRE(f.call("POST", "/v1/trades", alice, R"({"symbol":"AAPL","side":"BUY","quantity":1})")
+                .status == 201);
+    const auto last = f.svc.updates["alice"].back().sequence;
+    REQUIRE(last >= 1);
+    auto upgrade = [&](const std::string& target) {
+        return f.r.authorize_stream(http_request{"GET", target, alice, {}, {}});
+    };
+    CHECK(upgrade("/v1/stream").has_value());
+    CHECK(upgrade("/v1/stream?since=0").has_value());
+    const auto at_last = upgrade(fmt::format("/v1/stream?since={}", last));
+    REQUIRE(at_last.has_value());
+    CHECK(at_last->since == last);
+    for (const std::uint64_t ahead :
+         {last + 1, last + 1000, std::uint64_t{18446744073709551615u}}) {
+        CAPTURE(ahead);
+        const auto refused = upgrade(fmt::format("/v1/stream?since={}", ahead));
+        REQUIRE_FALSE(refused.has_value());
+        CHECK(refused.error().status == 422);
+        CHECK(f.code_of(refused.error()) == "since_ahead");
+    }
+    f.svc.store_unreadable = true;
+    const auto unreadable = upgrade(fmt::format("/v1/stream?since={}", last));
+    REQUIRE_FALSE(unreadable.has_value());
+    CHECK(unreadable.error().status == 503);
+    CHECK(upgrade("/v1/stream").has_value());  // nothing to read without since
+}
+
 TEST_CASE("cancel and modify answer 404 for trades the caller does not own, open or closed") {
     fixture f;
     f.open("alice");

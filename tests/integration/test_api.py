@@ -1454,6 +1454,19 @@ class ApiTest(BrokerTestCase):
         self.assertEqual(everything[n:], resumed + more)
         ws_close(ws4)
 
+        # A cursor past the last update is refused before the upgrade: accepted, it would hold
+        # back every update up to it.
+        last = everything[-1]["sequence"]
+        with self.assertRaises(websocket.WebSocketBadStatusException) as cm:
+            ws_close(ws_connect(b.port, token=tok, query="?since=%d" % (last + 1)))
+        self.assertEqual(cm.exception.status_code, 422)
+        ws5 = ws_connect(b.port, token=tok, query="?since=%d" % last)
+        self.addCleanup(ws_close, ws5)
+        self.assertEqual(ws_read(ws5, 1, timeout=0.5), [])
+        tail = self.placed(b, cid, "AAPL", "BUY", 1)["trade_id"]
+        self.check_frames(ws_read(ws5, 3, timeout=10), cid, last + 1, [tail])
+        ws_close(ws5)
+
     @dump_logs_on_failure
     def test_a_commits_updates_reach_the_stream_without_waiting_for_the_kernel(self):
         # A placement and its submission reach the stream in one batch, written with the socket
