@@ -264,6 +264,23 @@ class chain_checker {
         return std::move(rec.value().ev);
     }
 
+    // Whether record `seq`, the one after the last accepted, is whole and chains to it; the
+    // record itself is not taken.
+    [[nodiscard]] result<ok_t, store_error> confirms(std::uint64_t seq,
+                                                     std::string_view bytes) const {
+        if (seq != next_) {
+            return corrupt(
+                fmt::format("record {}: missing (the next record found is {})", next_, seq));
+        }
+        auto rec = decode_record(seq, bytes);
+        if (!rec) return corrupt(rec.error().what);
+        if (rec->prev_hash != running_) {
+            return corrupt(fmt::format("record {}: prev_hash {} does not match chain hash {}", seq,
+                                       to_hex(rec->prev_hash), to_hex(running_)));
+        }
+        return ok_v;
+    }
+
     [[nodiscard]] std::uint64_t last_read() const { return next_ - 1; }
     [[nodiscard]] bool read_any() const { return next_ != from_; }
     [[nodiscard]] const hash256& running() const { return running_; }
@@ -551,6 +568,12 @@ result<std::uint64_t, store_error> store::read(std::uint64_t from, std::uint64_t
     // A key names the first record of its run, so the run that holds `from` may start before it.
     it->SeekForPrev(be_key(from));
     if (!it->Valid()) it->Seek(be_key(from));
+    // A record's checksum guards against damage, not against an edit that recomputed it: only
+    // the next record's prev_hash (or, for the last one, the stored tip) vouches for its bytes.
+    // So each event goes to `fn` once that check has passed, never before. An altered record is
+    // then reported as corruption instead of being applied, where an impossible event (a fill
+    // of a trade that does not exist, say) would stop the engine on an assertion.
+    std::optional<event> held;
     bool past_last = false;
     const auto visit = [&](std::uint64_t seq, std::string_view bytes) -> result<bool, store_error> {
         if (!chain.read_any() && seq < from) return true;  // the run's records before `from`
@@ -558,12 +581,18 @@ result<std::uint64_t, store_error> store::read(std::uint64_t from, std::uint64_t
             if (to_end) {
                 return corrupt(fmt::format("record {}: beyond the chain tip {}", seq, last));
             }
+            if (held) {  // the record after the range vouches for its last one
+                if (auto next = chain.confirms(seq, bytes); !next) return unexpected{next.error()};
+                fn(*held);
+                held.reset();
+            }
             past_last = true;
             return false;
         }
         auto ev = chain.accept(seq, bytes);
         if (!ev) return unexpected{ev.error()};
-        fn(*ev);
+        if (held) fn(*held);
+        held = std::move(*ev);
         return true;
     };
     for (; it->Valid() && !past_last; it->Next()) {
@@ -583,6 +612,15 @@ result<std::uint64_t, store_error> store::read(std::uint64_t from, std::uint64_t
     if (to_end && checkable && chain.running() != tip->hash) {
         return corrupt(fmt::format("record {}: chain hash {} differs from the stored tip {}", last,
                                    to_hex(chain.running()), to_hex(tip->hash)));
+    }
+    if (held) {
+        // Reading to the end, the tip check above vouched for the last record. Within the
+        // journal, the loop ended before the record after the range.
+        if (!to_end) {
+            return corrupt(fmt::format("record {}: missing (the journal reaches {})", last + 1,
+                                       tip->sequence));
+        }
+        fn(*held);
     }
     return chain.last_read();
 }

@@ -293,7 +293,8 @@ TEST_CASE("a damaged length inside a run is corruption naming the record") {
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().corruption);
     CHECK(r.error().what.find("record 4: checksum") != std::string::npos);
-    CHECK(delivered == std::vector<std::uint64_t>{1, 2, 3});
+    // Record 3 is whole, but only record 4's prev_hash could vouch for it.
+    CHECK(delivered == std::vector<std::uint64_t>{1, 2});
 }
 
 TEST_CASE("appending continues the chain across reopening") {
@@ -568,6 +569,52 @@ TEST_CASE("an altered record with an intact prev hash breaks the chain at the ne
     check_read_corruption(*s, 4, "prev_hash");
 }
 
+TEST_CASE("a record altered into an impossible event is reported, never applied") {
+    // Record 3 rewritten with a valid checksum and the right prev_hash, as a cancel of a trade
+    // that does not exist: applying it would trip the engine's assertions. Only record 4's
+    // prev_hash shows the change, so nothing may be applied before the record after it (or the
+    // stored tip) has vouched for it.
+    temp_dir dir;
+    auto events = testing::sample_events();
+    REQUIRE(events.size() > 4);
+    hash256 prev3{};
+    {
+        auto s = open_store(dir);
+        append_ok(*s, write_set{{events.begin(), events.begin() + 2}, {}});
+        prev3 = s->tip_hash();
+        append_ok(*s, write_set{{events.begin() + 2, events.end()}, {}});
+    }
+    {
+        raw_db raw(dir.str());
+        event forged = events[2];
+        forged.body = trade_canceled{trade_id{999}};
+        std::string rec;
+        encode_record(forged, prev3, rec);
+        raw.put_record(3, rec);
+    }
+    auto s = open_store(dir);
+    std::vector<std::uint64_t> delivered;
+    const auto r = s->read(1, 0, [&](const event& e) { delivered.push_back(e.sequence); });
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().what.find("record 4: prev_hash") != std::string::npos);
+    CHECK(delivered == std::vector<std::uint64_t>{1, 2});
+    const auto replayed = replay(*s);
+    REQUIRE_FALSE(replayed.has_value());
+    CHECK(replayed.error().corruption);
+    CHECK(replayed.error().what.find("record 4: prev_hash") != std::string::npos);
+    const auto recovered = recover(*s);
+    REQUIRE_FALSE(recovered.has_value());
+    CHECK(recovered.error().corruption);
+    // A range that ends on the altered record needs the record after it to vouch for it.
+    const auto ranged = s->read(1, 3, [&](const event& e) { CHECK(e.sequence < 3); });
+    REQUIRE_FALSE(ranged.has_value());
+    CHECK(ranged.error().what.find("record 4: prev_hash") != std::string::npos);
+    // Up to the record before it, the journal is sound.
+    const auto before = s->read(1, 2, [](const event&) {});
+    REQUIRE(before.has_value());
+    CHECK(*before == 2);
+}
+
 TEST_CASE("a forged last record is detected at open") {
     temp_dir dir;
     const auto events = testing::sample_events();
@@ -667,7 +714,7 @@ TEST_CASE("a flipped byte in a stored record is reported as corruption naming it
     const auto r = s->read(1, 0, [&](const event& e) { delivered.push_back(e.sequence); });
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().what.find("record 6: checksum") != std::string::npos);
-    CHECK(delivered == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+    CHECK(delivered == std::vector<std::uint64_t>{1, 2, 3, 4});  // 5 is vouched for by 6
 }
 
 TEST_CASE("a damaged chain tip in meta is reported as corruption at open") {
