@@ -22,6 +22,22 @@ void submit_next(const state& s, const customer& c, trade_id closing, decision& 
     }
 }
 
+// Whether a BUY of `sym` keeps the customer within limits::positions_per_customer_max symbols
+// once every open BUY has filled: a fill opens a position for a symbol not yet held.
+bool can_hold_another(const state& s, const customer& c, symbol sym) {
+    if (c.find_position(sym) != nullptr) return true;
+    std::vector<symbol> opening{sym};
+    for (const trade_id id : c.fifo) {
+        const trade* t = s.find_open_trade(id);
+        BROKER_ASSERT(t != nullptr);
+        if (t->trade_side == side::buy && c.find_position(t->sym) == nullptr &&
+            std::find(opening.begin(), opening.end(), t->sym) == opening.end()) {
+            opening.push_back(t->sym);
+        }
+    }
+    return c.positions.size() + opening.size() <= limits::positions_per_customer_max;
+}
+
 struct decider {
     const state& s;
     timestamp_ms now;
@@ -117,6 +133,7 @@ struct decider {
         }
         if (p.trade_side == side::buy) {
             if (reserve > c->buying_power()) return refuse(errc::insufficient_funds);
+            if (!can_hold_another(s, *c, p.sym)) return refuse(errc::too_many_positions);
         } else {
             const position* held = c->find_position(p.sym);
             const std::int64_t available = held ? held->shares - held->reserved : 0;

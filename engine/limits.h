@@ -41,6 +41,8 @@ inline constexpr std::int64_t client_order_memory_ms = 10 * 60 * 1000;
 
 // Per-customer bounds keep one customer from growing memory without limit.
 inline constexpr std::size_t open_trades_per_customer_max = 1'000;
+// Symbols held (a position, even of 0 shares, stays once opened): checked when an account is
+// opened and when a BUY would open a new one, and the bound snapshots are read with.
 inline constexpr std::size_t positions_per_customer_max = 1'000;
 
 // quantity x price never overflows, and neither does the collar arithmetic on the price.

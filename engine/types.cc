@@ -101,7 +101,7 @@ std::string_view to_string(trade_status s) {
 }
 
 namespace {
-constexpr std::array<std::pair<errc, std::string_view>, 25> errc_names{{
+constexpr std::array<std::pair<errc, std::string_view>, 26> errc_names{{
     {errc::ok, "ok"},
     {errc::invalid_quantity, "invalid_quantity"},
     {errc::invalid_symbol, "invalid_symbol"},
@@ -115,6 +115,7 @@ constexpr std::array<std::pair<errc, std::string_view>, 25> errc_names{{
     {errc::insufficient_shares, "insufficient_shares"},
     {errc::market_closed, "market_closed"},
     {errc::too_many_open_trades, "too_many_open_trades"},
+    {errc::too_many_positions, "too_many_positions"},
     {errc::customer_not_found, "customer_not_found"},
     {errc::trade_not_found, "trade_not_found"},
     {errc::customer_exists_different, "customer_exists_different"},

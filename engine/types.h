@@ -78,6 +78,7 @@ enum class errc : std::uint16_t {
     insufficient_shares = 2002,
     market_closed = 2003,
     too_many_open_trades = 2004,
+    too_many_positions = 2005,
     // 3xxx: lookups.
     customer_not_found = 3001,
     trade_not_found = 3002,

@@ -306,6 +306,36 @@ TEST_CASE("a customer's open trades are bounded") {
     CHECK(std::get<trade_refused>(d.events[0]).reason == errc::too_many_open_trades);
 }
 
+TEST_CASE("a BUY that would open a position past the limit is rejected with too_many_positions") {
+    // Every position but one is taken at opening; open BUYs of new symbols count as held.
+    engine e;
+    std::vector<position_amount> held;
+    for (std::size_t i = 0; i + 1 < limits::positions_per_customer_max; ++i) {
+        held.push_back({*parse_symbol(fmt::format("S{}", i)), quantity{1}});
+    }
+    e.open("alice", 1'000'000, held);
+    const symbol fresh = *parse_symbol("NEWA");
+    const symbol other = *parse_symbol("NEWB");
+    const auto first = e.place("alice", side::buy, 1, 100, fresh);  // at the exchange
+    REQUIRE(first.code == errc::ok);
+    REQUIRE(types(first) == std::vector{event_type::trade_placed, event_type::trade_submitted});
+    CHECK(types(e.place("alice", side::buy, 1, 100, fresh)) ==
+          std::vector{event_type::trade_placed});  // the same new symbol again
+    const auto refused = e.place("alice", side::buy, 1, 100, other);
+    REQUIRE(types(refused) == std::vector{event_type::trade_refused});
+    CHECK(std::get<trade_refused>(refused.events[0]).reason == errc::too_many_positions);
+    CHECK(types(e.place("alice", side::buy, 1, 100, held[0].sym)) ==
+          std::vector{event_type::trade_placed});  // a symbol already held
+    // Once the first BUY fills, the limit is reached for good.
+    REQUIRE(e.fill(*first.trade, 1, 100 * usd).code == errc::ok);
+    CHECK(e.c("alice").positions.size() == limits::positions_per_customer_max);
+    const auto still = e.place("alice", side::buy, 1, 100, other);
+    REQUIRE(types(still) == std::vector{event_type::trade_refused});
+    CHECK(std::get<trade_refused>(still.events[0]).reason == errc::too_many_positions);
+    CHECK(to_string(errc::too_many_positions) == "too_many_positions");
+    CHECK(parse_errc("too_many_positions") == errc::too_many_positions);
+}
+
 TEST_CASE("replaying the journal with apply alone reproduces the live state exactly") {
     // Random streams of every command: invariants hold after every step, and a fresh state fed
     // the journal alone ends byte-for-byte equal.
