@@ -22,6 +22,9 @@ http_response error(unsigned status, std::string_view code, std::string_view mes
 }
 
 http_response error_for(errc e) {
+    // Word for word the 404 of a closed trade of another customer, which the router answers
+    // itself: the message must not tell the two apart.
+    if (e == errc::trade_not_found) return error(404, "trade_not_found", "no such trade");
     return error(http_status_for(e), to_string(e), to_string(e));
 }
 

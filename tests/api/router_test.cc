@@ -434,5 +434,16 @@ TEST_CASE("cancel and modify answer 404 for trades the caller does not own, open
     CHECK(f.field_of(canceled, "status") == "CANCELED");
     CHECK(f.call("DELETE", "/v1/trades/0000000000000002", alice).status == 422);  // closed, owned
     CHECK(f.call("DELETE", "/v1/trades/0000000000000002", bob).status == 404);    // closed, not
+    // Another customer's closed trade, another's open one and an id never issued get the same
+    // answer, body and all.
+    const auto closed_other =
+        f.call("PATCH", "/v1/trades/0000000000000002", bob, R"({"quantity":2})");
+    const auto open_other =
+        f.call("PATCH", "/v1/trades/0000000000000001", bob, R"({"quantity":2})");
+    const auto never = f.call("PATCH", "/v1/trades/00000000000000ff", bob, R"({"quantity":2})");
+    CHECK(closed_other.status == 404);
+    CHECK(closed_other.body == open_other.body);
+    CHECK(closed_other.body == never.body);
+    CHECK(f.call("DELETE", "/v1/trades/0000000000000001", bob).body == closed_other.body);
     CHECK(f.svc.s.find_customer("alice")->reserved_cash.ticks == 105 * limits::ticks_per_usd);
 }
