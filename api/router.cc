@@ -447,8 +447,9 @@ void router::place_trade(const caller& who, std::string_view body, responder res
         const auto t = trade_of(who, o);
         if (!t) return error(404, "trade_not_found", "no such trade");
         if (!o.repeated) return http_response{201, trade_json(*t), {}, 0};
-        // The same client_order_id again: the original trade if the request is the same one.
-        if (t->sym != want_sym || t->trade_side != want_side || t->qty != want_qty) {
+        // The same client_order_id again: the original trade if the request is the same one
+        // (its quantity as placed, whatever a PATCH made of it since).
+        if (t->sym != want_sym || t->trade_side != want_side || t->placed_qty != want_qty) {
             return error(422, "client_order_id_conflict",
                          "this client_order_id was used for a different trade");
         }

@@ -134,6 +134,7 @@ struct applier {
         t.sym = e.sym;
         t.trade_side = e.trade_side;
         t.qty = e.qty;
+        t.placed_qty = e.qty;
         t.status = trade_status::placed;
         t.created_at = at;
         t.updated_at = at;
@@ -165,6 +166,7 @@ struct applier {
         t.sym = e.sym;
         t.trade_side = e.trade_side;
         t.qty = e.qty;
+        t.placed_qty = e.qty;
         t.status = trade_status::rejected;
         t.reason = e.reason;
         t.created_at = at;
@@ -421,6 +423,7 @@ void write_canonical(const state& s, std::string& out) {
         put_u64(out, t->sym.packed);
         out.push_back(static_cast<char>(t->trade_side));
         put_i64(out, t->qty.shares);
+        put_i64(out, t->placed_qty.shares);
         out.push_back(static_cast<char>(t->status));
         put_u64(out, static_cast<std::uint16_t>(t->reason));
         put_i64(out, t->created_at);

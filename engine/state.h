@@ -34,6 +34,7 @@ struct trade {
     symbol sym;
     side trade_side = side::buy;
     quantity qty;
+    quantity placed_qty;  // as placed: a change of quantity (PATCH) moves qty, not this
     trade_status status = trade_status::placed;
     errc reason = errc::ok;
     timestamp_ms created_at = 0;

@@ -18,12 +18,15 @@
 //
 // Terminal trade (trade store value):
 //
-//   trade_record := version:u8 (= 1) trade checksum:u32      -- crc32 of version and trade
+//   trade_record := version:u8 (= 3) trade placed_qty:i64 checksum:u32
+//                                                             -- crc32 of all before it
 //   trade        := trade_id:u64 customer_id:bytes client_order_id:bytes symbol:u64 side:u8
 //                   qty:i64 status:u8 reason:u16 created_at:i64 updated_at:i64
 //                   reference_price:i64 limit_price:i64 reserved_cash:i64
 //                   has_fill:u8 (0|1) [fill_price:i64 when has_fill = 1] filled_at:i64
 //                   exec_id:bytes
+//   Version 1 had no placed_qty (read as qty). Version 2 is never a trade record: it marks an
+//   update_group, which the first byte tells apart.
 //
 // Field constraints, checked when decoding and asserted when encoding so that every record we
 // write can be read back:
@@ -500,6 +503,7 @@ void encode_trade(const trade& t, std::string& out) {
     writer w(out);
     w.u8(trade_record_version);
     fields(w, t);
+    w(t.placed_qty);
     w.u32(crc32_of(std::string_view(out).substr(start)));
 }
 
@@ -515,12 +519,17 @@ result<trade, corruption> decode_trade(std::string_view bytes) {
     const std::uint32_t stored = tail.u32();
     reader r(body);
     const std::uint8_t version = r.u8();
-    if (version != trade_record_version) {
+    if (version != trade_record_version && version != trade_record_version_1) {
         return error(fmt::format("unsupported version {}", version));
     }
     if (stored != crc32_of(body)) return error("checksum mismatch");
     trade t;
     fields(r, t);
+    if (version == trade_record_version) {
+        r(t.placed_qty);
+    } else {
+        t.placed_qty = t.qty;
+    }
     if (r.failed()) return error(r.error());
     if (r.remaining() != 0) return error(fmt::format("{} trailing bytes", r.remaining()));
     return t;

@@ -34,7 +34,8 @@
 namespace broker::journal {
 
 inline constexpr std::uint8_t record_version = 1;
-inline constexpr std::uint8_t trade_record_version = 1;
+inline constexpr std::uint8_t trade_record_version = 3;
+inline constexpr std::uint8_t trade_record_version_1 = 1;  // still read: no placed_qty
 
 using hash256 = std::array<std::uint8_t, 32>;
 

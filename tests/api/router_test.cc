@@ -314,6 +314,23 @@ TEST_CASE("a retried client_order_id returns the original trade, and another bod
     CHECK(f.field_of(found, "trade_id") == f.field_of(first, "trade_id"));
     CHECK(f.call("GET", "/v1/trades:by_client_order_id?client_order_id=k-2", alice).status == 404);
     CHECK(f.call("GET", "/v1/trades:by_client_order_id?client_order_id=k-1", f.token("bob")).status == 404);
+
+    // After a change of quantity the same body is still the same request; the new quantity
+    // never was one. (Trade 1 is at the exchange, so this one waits, PLACED, and can change.)
+    const char* second = R"({"symbol":"AAPL","side":"BUY","quantity":2,"client_order_id":"k-3"})";
+    const auto placed = f.call("POST", "/v1/trades", alice, second);
+    REQUIRE(placed.status == 201);
+    const auto id = f.field_of(placed, "trade_id");
+    REQUIRE(f.call("PATCH", "/v1/trades/" + id, alice, R"({"quantity":4})").status == 200);
+    const auto retried = f.call("POST", "/v1/trades", alice, second);
+    CHECK(retried.status == 200);
+    CHECK(f.field_of(retried, "trade_id") == id);
+    CHECK(f.field_of(retried, "quantity") == "4");
+    const auto as_patched =
+        f.call("POST", "/v1/trades", alice,
+               R"({"symbol":"AAPL","side":"BUY","quantity":4,"client_order_id":"k-3"})");
+    CHECK(as_patched.status == 422);
+    CHECK(f.code_of(as_patched) == "client_order_id_conflict");
 }
 
 TEST_CASE("the trade list pages newest first through open and closed trades") {

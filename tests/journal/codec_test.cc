@@ -389,6 +389,7 @@ trade filled_trade() {
     t.sym = sym("BRK.B");
     t.trade_side = side::buy;
     t.qty = quantity{i64_max};
+    t.placed_qty = quantity{i64_min};
     t.status = trade_status::filled;
     t.created_at = i64_min;
     t.updated_at = i64_max;
@@ -427,6 +428,39 @@ TEST_CASE("terminal trades survive an encode and decode round trip") {
         REQUIRE(r.has_value());
         CHECK(*r == t);
     }
+}
+
+TEST_CASE("a trade record of version 1, without the placed quantity, reads as placed with qty") {
+    trade t = rejected_trade();
+    t.placed_qty = quantity{9};
+    const std::string v3 = encoded_trade(t);
+    REQUIRE(static_cast<std::uint8_t>(v3.front()) == trade_record_version);
+    // Version 1: the same fields, no placed_qty (the 8 bytes before the checksum).
+    std::string v1 = v3.substr(0, v3.size() - 12);
+    v1[0] = static_cast<char>(trade_record_version_1);
+    put_crc(v1);
+    const auto r = decode_trade(v1);
+    REQUIRE(r.has_value());
+    CHECK(r->qty == t.qty);
+    CHECK(r->placed_qty == t.qty);
+    trade expected = t;
+    expected.placed_qty = t.qty;
+    CHECK(*r == expected);
+    // Read within an update group too, and written back in the current version.
+    std::string group;
+    encode_update_group({v3, v3}, group);
+    const auto both = decode_updates(group);
+    REQUIRE(both.has_value());
+    CHECK((*both)[1].placed_qty == quantity{9});
+    const auto single = decode_updates(v1);
+    REQUIRE(single.has_value());
+    CHECK(single->front() == expected);
+    CHECK(static_cast<std::uint8_t>(encoded_trade(*r).front()) == trade_record_version);
+    // A version-2 first byte is an update group's, never a trade record's.
+    std::string v2 = v3;
+    v2[0] = 2;
+    reseal(v2);
+    CHECK_FALSE(decode_trade(v2).has_value());
 }
 
 TEST_CASE("a flipped byte in a trade record is reported as corruption") {
