@@ -92,6 +92,7 @@ def compare(results):
     e2e = load(os.path.join(raw, "brokerd-e2e.json")) or {}
     e2e_half = load(os.path.join(raw, "brokerd-e2e-half.json")) or {}
     nginx = load(os.path.join(raw, "nginx-closed.json")) or {}
+    nginx_half = load(os.path.join(raw, "nginx-half.json")) or {}
     pg_place = load(os.path.join(raw, "pg-place.json")) or {}
     pg_life = load(os.path.join(raw, "pg-lifecycle.json")) or {}
     rdb1 = load(os.path.join(raw, "rocksdb-1.json")) or {}
@@ -130,6 +131,10 @@ def compare(results):
         run=e2e_half)
     row("nginx, fixed JSON body (HTTP ceiling)", f"closed loop, {conns} conns",
         nginx.get("throughput_per_s"), lat(nginx), run=nginx)
+    if nginx_half:
+        row("nginx at brokerd's half-of-peak rate (latency floor)",
+            f"open loop, {nginx_half.get('rate_target', 0):,.0f}/s", nginx_half.get("throughput_per_s"),
+            lat(nginx_half), vs_brokerd=False, run=nginx_half)
     row("PostgreSQL, seeds' whole trade (place + worker + fill)", f"pgbench, {conns} clients",
         pg_life.get("tps"), pg_life.get("latency_us") or {})
     row("PostgreSQL, seeds' PlaceTrade transaction alone", f"pgbench, {conns} clients",
@@ -201,6 +206,9 @@ def compare(results):
             # the half-of-peak latency in two parts: how late broker-bench sent, and send -> answer
             "half_send_lag_us": half.get("send_lag_us"),
             "half_send_to_answer_us": half.get("service_us"),
+            # the same open loop against nginx at the same rate: the floor of this machine and client
+            "nginx_at_half_rate_latency_us": lat(nginx_half) or None,
+            "nginx_at_half_rate_send_lag_us": nginx_half.get("send_lag_us"),
             # where brokerd's CPU went in each phase (per thread), and how many answered
             # requests one journal commit (one fsync) carried
             "cpu_by_phase": cpu_by_phase,
@@ -262,6 +270,13 @@ def compare(results):
                      f"{fmt_ms(lag.get('p50'))} / p99 {fmt_ms(lag.get('p99'))} ms (no free connection, or "
                      f"the client waiting for a core); send -> answer p50 {fmt_ms(service.get('p50'))} / "
                      f"p99 {fmt_ms(service.get('p99'))} ms")
+    if nginx_half:
+        nl, nlag = lat(nginx_half), nginx_half.get("send_lag_us") or {}
+        lines.append("")
+        lines.append(f"the same open loop against nginx (a fixed body, no work) at the same rate: "
+                     f"p50 {fmt_ms(nl.get('p50'))} / p99 {fmt_ms(nl.get('p99'))} ms, broker-bench "
+                     f"sending late by p99 {fmt_ms(nlag.get('p99'))} ms: the floor this machine and "
+                     f"client put under the half-of-peak goal")
     shown_phases = [(n, c) for n, c in cpu_by_phase.items() if c["us_per_request_by_thread"]]
     if shown_phases:
         names = []
