@@ -592,7 +592,7 @@ result<std::uint64_t, store_error> store::read(std::uint64_t from, std::uint64_t
         auto ev = chain.accept(seq, bytes);
         if (!ev) return unexpected{ev.error()};
         if (held) fn(*held);
-        held = std::move(*ev);
+        held.emplace(std::move(*ev));
         return true;
     };
     for (; it->Valid() && !past_last; it->Next()) {
