@@ -547,9 +547,12 @@ TEST_CASE("a record replaced by a validly checksummed one with another prev hash
     CHECK(read_all(*s, 4).size() == events.size() - 3);
 }
 
-TEST_CASE("an altered record with an intact prev hash breaks the chain at the next record") {
-    temp_dir dir;
-    auto events = testing::sample_events();
+// Stores the sample events, then rewrites record 3 as `alter` makes it, with a valid checksum and
+// the prev_hash record 3 had: only record 4's prev_hash can tell.
+template <class Alter>
+void store_with_record_3_rewritten(const temp_dir& dir, Alter alter) {
+    const auto events = testing::sample_events();
+    REQUIRE(events.size() > 4);
     hash256 prev3{};
     {
         auto s = open_store(dir);
@@ -557,14 +560,18 @@ TEST_CASE("an altered record with an intact prev hash breaks the chain at the ne
         prev3 = s->tip_hash();
         append_ok(*s, write_set{{events.begin() + 2, events.end()}, {}});
     }
-    {
-        raw_db raw(dir.str());
-        event forged = events[2];
-        forged.at += 1;  // a different but perfectly valid record 3
-        std::string rec;
-        encode_record(forged, prev3, rec);
-        raw.put_record(3, rec);
-    }
+    raw_db raw(dir.str());
+    event forged = events[2];
+    alter(forged);
+    std::string rec;
+    encode_record(forged, prev3, rec);
+    raw.put_record(3, rec);
+}
+
+TEST_CASE("an altered record with an intact prev hash breaks the chain at the next record") {
+    temp_dir dir;
+    // A different but perfectly valid record 3.
+    store_with_record_3_rewritten(dir, [](event& e) { e.at += 1; });
     auto s = open_store(dir);
     check_read_corruption(*s, 4, "prev_hash");
 }
@@ -575,23 +582,7 @@ TEST_CASE("a record altered into an impossible event is reported, never applied"
     // prev_hash shows the change, so nothing may be applied before the record after it (or the
     // stored tip) has vouched for it.
     temp_dir dir;
-    auto events = testing::sample_events();
-    REQUIRE(events.size() > 4);
-    hash256 prev3{};
-    {
-        auto s = open_store(dir);
-        append_ok(*s, write_set{{events.begin(), events.begin() + 2}, {}});
-        prev3 = s->tip_hash();
-        append_ok(*s, write_set{{events.begin() + 2, events.end()}, {}});
-    }
-    {
-        raw_db raw(dir.str());
-        event forged = events[2];
-        forged.body = trade_canceled{trade_id{999}};
-        std::string rec;
-        encode_record(forged, prev3, rec);
-        raw.put_record(3, rec);
-    }
+    store_with_record_3_rewritten(dir, [](event& e) { e.body = trade_canceled{trade_id{999}}; });
     auto s = open_store(dir);
     std::vector<std::uint64_t> delivered;
     const auto r = s->read(1, 0, [&](const event& e) { delivered.push_back(e.sequence); });
