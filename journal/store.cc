@@ -246,38 +246,18 @@ class chain_checker {
     explicit chain_checker(std::uint64_t from) : from_(from), next_(from) {}
 
     result<event, store_error> accept(std::uint64_t seq, std::string_view bytes) {
-        if (seq != next_) {
-            return corrupt(
-                fmt::format("record {}: missing (the next record found is {})", next_, seq));
-        }
-        auto rec = decode_record(seq, bytes);
-        if (!rec) return corrupt(rec.error().what);
-        // Reading from the start, record 1 must chain to zeros; reading from the middle, the
-        // first record's prev_hash is taken as given (the caller verified what came before).
-        if (seq == from_ && from_ > 1) running_ = rec->prev_hash;
-        if (rec->prev_hash != running_) {
-            return corrupt(fmt::format("record {}: prev_hash {} does not match chain hash {}", seq,
-                                       to_hex(rec->prev_hash), to_hex(running_)));
-        }
-        running_ = chain_hash(running_, bytes);
+        auto rec = chained(seq, bytes);
+        if (!rec) return unexpected{rec.error()};
+        running_ = chain_hash(rec->prev_hash, bytes);
         ++next_;
-        return std::move(rec.value().ev);
+        return std::move(rec->ev);
     }
 
     // Whether record `seq`, the one after the last accepted, is whole and chains to it; the
     // record itself is not taken.
     [[nodiscard]] result<ok_t, store_error> confirms(std::uint64_t seq,
                                                      std::string_view bytes) const {
-        if (seq != next_) {
-            return corrupt(
-                fmt::format("record {}: missing (the next record found is {})", next_, seq));
-        }
-        auto rec = decode_record(seq, bytes);
-        if (!rec) return corrupt(rec.error().what);
-        if (rec->prev_hash != running_) {
-            return corrupt(fmt::format("record {}: prev_hash {} does not match chain hash {}", seq,
-                                       to_hex(rec->prev_hash), to_hex(running_)));
-        }
+        if (auto rec = chained(seq, bytes); !rec) return unexpected{rec.error()};
         return ok_v;
     }
 
@@ -286,6 +266,25 @@ class chain_checker {
     [[nodiscard]] const hash256& running() const { return running_; }
 
   private:
+    // Record `seq` decoded, if it is the next one, whole, and chains to what came before.
+    [[nodiscard]] result<decoded_record, store_error> chained(std::uint64_t seq,
+                                                              std::string_view bytes) const {
+        if (seq != next_) {
+            return corrupt(
+                fmt::format("record {}: missing (the next record found is {})", next_, seq));
+        }
+        auto rec = decode_record(seq, bytes);
+        if (!rec) return corrupt(rec.error().what);
+        // Reading from the start, record 1 must chain to zeros; reading from the middle, the
+        // first record's prev_hash is taken as given (the caller verified what came before).
+        const bool given = seq == from_ && from_ > 1;
+        if (!given && rec->prev_hash != running_) {
+            return corrupt(fmt::format("record {}: prev_hash {} does not match chain hash {}", seq,
+                                       to_hex(rec->prev_hash), to_hex(running_)));
+        }
+        return std::move(*rec);
+    }
+
     std::uint64_t from_;
     std::uint64_t next_;
     hash256 running_{};
