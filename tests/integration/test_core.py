@@ -494,19 +494,31 @@ class CoreTest(BrokerTestCase):
     @dump_logs_on_failure
     def test_engine_and_http_threads_ask_for_short_scheduler_slices(self):
         b = self.start_broker([])
-        slices = {}
         task_dir = "/proc/%d/task" % b.proc.pid
-        for tid in os.listdir(task_dir):
-            with open(os.path.join(task_dir, tid, "comm")) as f:
-                name = f.read().strip()
-            try:
-                with open(os.path.join(task_dir, tid, "sched")) as f:
-                    sched = f.read()
-            except OSError:
-                continue
-            m = re.search(r"^se\.slice\s*:\s*(\d+)", sched, re.M)
-            if m:
-                slices[name] = int(m.group(1))
+
+        def read_slices():
+            out = {}
+            for tid in os.listdir(task_dir):
+                try:
+                    with open(os.path.join(task_dir, tid, "comm")) as f:
+                        name = f.read().strip()
+                    with open(os.path.join(task_dir, tid, "sched")) as f:
+                        sched = f.read()
+                except OSError:
+                    continue
+                m = re.search(r"^se\.slice\s*:\s*(\d+)", sched, re.M)
+                if m:
+                    out[name] = int(m.group(1))
+            return out
+
+        # /healthz can be answered by io-0 before io-1 has named itself and asked for its
+        # slice: wait (bounded) until every thread looked at has started.
+        wanted = {"engine", "io-0", "io-1", "exchange-sim"}
+        deadline = time.monotonic() + 5
+        slices = read_slices()
+        while not wanted <= set(slices) and time.monotonic() < deadline and "engine" in slices:
+            time.sleep(0.05)
+            slices = read_slices()
         if "engine" not in slices:
             self.skipTest("this kernel shows no per-thread slice (se.slice came with Linux 6.12)")
         self.assertEqual(slices["engine"], 100000, slices)
