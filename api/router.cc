@@ -369,6 +369,10 @@ std::string router::metrics_text() {
     return out;
 }
 
+http_response router::store_unreadable_error() {
+    return error(503, "storage_error", "the journal could not be read; retry later");
+}
+
 http_response router::refused() const {
     if (svc_.storage_full()) {
         return error(503, "storage_full", "the journal's disk is nearly full; retry later");
@@ -376,9 +380,9 @@ http_response router::refused() const {
     return error(503, "overloaded", "the engine queue is full; retry shortly");
 }
 
-std::optional<trade> router::trade_of(const caller& who, const outcome& o) {
+lookup<trade> router::trade_of(const caller& who, const outcome& o) {
     if (o.trade_view) return o.trade_view;
-    if (!o.trade_ref) return std::nullopt;
+    if (!o.trade_ref) return std::optional<trade>{};
     return svc_.find_closed_trade(who.customer_id, *o.trade_ref);
 }
 
@@ -437,14 +441,19 @@ void router::place_trade(const caller& who, std::string_view body, responder res
     if (!coid.empty()) {
         // Trades closed long ago are remembered by the store, not the engine (see place_trade).
         cmd.client_order_checked_at = svc_.now();
-        cmd.known_client_order = svc_.find_client_order(who.customer_id, coid);
+        auto known = svc_.find_client_order(who.customer_id, coid);
+        // Without the store's answer a repeated request could become a second trade.
+        if (!known) return respond(store_unreadable_error());
+        cmd.known_client_order = *known;
     }
     const symbol want_sym = *sym;
     const side want_side = *trade_side;
     const quantity want_qty{qty_v->integer};
     submit(std::move(cmd), std::move(respond), [this, who, want_sym, want_side, want_qty](outcome& o) {
         if (o.code != errc::ok) return error_for(o.code);
-        const auto t = trade_of(who, o);
+        const auto found = trade_of(who, o);
+        if (!found) return store_unreadable_error();
+        const std::optional<trade>& t = *found;
         if (!t) return error(404, "trade_not_found", "no such trade");
         if (!o.repeated) return http_response{201, trade_json(*t), {}, 0};
         // The same client_order_id again: the original trade if the request is the same one
@@ -468,8 +477,9 @@ void router::get_trade(const caller& who, std::string_view id_text, responder re
                // Not open: it is either closed (and in the store, durably, since it closed in an
                // earlier batch than this answer) or unknown.
                const auto closed = svc_.find_closed_trade(who.customer_id, id);
-               if (!closed) return error(404, "trade_not_found", "no such trade");
-               return http_response{200, trade_json(*closed), {}, 0};
+               if (!closed) return store_unreadable_error();
+               if (!*closed) return error(404, "trade_not_found", "no such trade");
+               return http_response{200, trade_json(**closed), {}, 0};
            });
 }
 
@@ -557,10 +567,13 @@ void router::trade_by_client_order_id(const caller& who, const query& q, respond
                std::optional<trade> t = o.trade_view;
                if (!t) {
                    const auto id = svc_.find_client_order(who.customer_id, c);
-                   if (id) {
+                   if (!id) return store_unreadable_error();
+                   if (*id) {
                        outcome closed;
-                       closed.trade_ref = id;
-                       t = trade_of(who, closed);
+                       closed.trade_ref = *id;
+                       auto found = trade_of(who, closed);
+                       if (!found) return store_unreadable_error();
+                       t = std::move(*found);
                    }
                }
                if (!t) return error(404, "trade_not_found", "no trade has this client_order_id");
@@ -606,9 +619,9 @@ http_response router::trade_answer(const caller& who, trade_id id, outcome& o) {
                                        o.code == errc::trade_not_modifiable);
     if (not_open) {
         // Closed (or never existed): only its owner may learn that it exists.
-        if (!svc_.find_closed_trade(who.customer_id, id)) {
-            return error(404, "trade_not_found", "no such trade");
-        }
+        const auto closed = svc_.find_closed_trade(who.customer_id, id);
+        if (!closed) return store_unreadable_error();
+        if (!*closed) return error(404, "trade_not_found", "no such trade");
     }
     return error_for(o.code);
 }

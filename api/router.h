@@ -96,7 +96,11 @@ private:
     void submit(command c, responder respond, std::function<http_response(outcome&)> render);
     // The answer for a command on one trade: the trade from the outcome, or from the store when
     // it is closed and belongs to the caller.
-    [[nodiscard]] std::optional<trade> trade_of(const caller& who, const outcome& o);
+    // Nothing when there is no such trade of the caller's; an error when the store could not be
+    // read.
+    [[nodiscard]] lookup<trade> trade_of(const caller& who, const outcome& o);
+    // The 503 answer when the store could not be read.
+    [[nodiscard]] static http_response store_unreadable_error();
     // The 503 answer when the engine refuses a command.
     [[nodiscard]] http_response refused() const;
     // The answer to cancel or modify: the trade, or the error, without revealing whether another

@@ -7,12 +7,13 @@
 #pragma once
 
 #include <functional>
-#include <vector>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "engine/commands.h"
+#include "engine/result.h"
 #include "engine/state.h"
 
 namespace broker::api {
@@ -38,6 +39,13 @@ struct outcome {
 };
 
 using completion = std::function<void(outcome)>;
+
+// A lookup in the store: what it found (nothing when there is none), or that the store could not
+// be read. The two must not be confused: "no such trade" for an unreadable store would answer 404,
+// and "no earlier order with this client_order_id" would place a second trade.
+struct store_unreadable {};
+template <class T>
+using lookup = result<std::optional<T>, store_unreadable>;
 
 // Which of a customer's trades a listing returns.
 enum class trade_filter : std::uint8_t { all, open, closed };
@@ -72,8 +80,8 @@ public:
     // Queues a request for the state digest at the last applied sequence.
     [[nodiscard]] virtual bool submit_digest(completion done) = 0;
     // A terminal trade of `customer_id` from the store (nothing for another customer's trade).
-    [[nodiscard]] virtual std::optional<trade> find_closed_trade(const std::string& customer_id,
-                                                                 trade_id id) = 0;
+    [[nodiscard]] virtual lookup<trade> find_closed_trade(const std::string& customer_id,
+                                                          trade_id id) = 0;
     // The exchange's latest price; nullopt when the symbol is not listed.
     [[nodiscard]] virtual std::optional<money> quote(symbol s) = 0;
     [[nodiscard]] virtual bool market_open(timestamp_ms now) = 0;
@@ -91,9 +99,9 @@ public:
         const std::string& customer_id, trade_id before, std::optional<symbol> sym,
         std::size_t limit) = 0;
     // The trade a customer placed with `client_order_id`, as recorded in the store (durable
-    // placements only); nullopt when none.
-    [[nodiscard]] virtual std::optional<trade_id> find_client_order(
-        const std::string& customer_id, std::string_view client_order_id) = 0;
+    // placements only); nothing when none.
+    [[nodiscard]] virtual lookup<trade_id> find_client_order(const std::string& customer_id,
+                                                             std::string_view client_order_id) = 0;
     // Durable updates of the customer with sequence > after, in order, at most `limit`; nullopt
     // when the store could not be read.
     [[nodiscard]] virtual std::optional<std::vector<trade_update>> updates_since(

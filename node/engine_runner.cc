@@ -196,13 +196,13 @@ void engine_runner::maintenance_loop() {
     }
 }
 
-std::optional<trade> engine_runner::find_closed_trade(const std::string& customer_id, trade_id id) {
+api::lookup<trade> engine_runner::find_closed_trade(const std::string& customer_id, trade_id id) {
     auto found = store_.find_trade(customer_id, id);
     if (!found) {
         spdlog::error("trade store read failed: {}", found.error().what);
-        return std::nullopt;
+        return unexpected{api::store_unreadable{}};
     }
-    return *found;
+    return std::move(*found);
 }
 
 std::optional<std::vector<trade>> engine_runner::closed_trades(const std::string& customer_id,
@@ -217,12 +217,12 @@ std::optional<std::vector<trade>> engine_runner::closed_trades(const std::string
     return std::move(*found);
 }
 
-std::optional<trade_id> engine_runner::find_client_order(const std::string& customer_id,
-                                                         std::string_view client_order_id) {
+api::lookup<trade_id> engine_runner::find_client_order(const std::string& customer_id,
+                                                       std::string_view client_order_id) {
     auto found = store_.find_client_order(customer_id, client_order_id);
     if (!found) {
         spdlog::error("client order lookup failed: {}", found.error().what);
-        return std::nullopt;
+        return unexpected{api::store_unreadable{}};
     }
     return *found;
 }

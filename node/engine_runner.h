@@ -84,8 +84,8 @@ public:
     };
     [[nodiscard]] bool submit_from_engine(std::vector<engine_submission> all);
     [[nodiscard]] bool submit_digest(api::completion done) override;
-    [[nodiscard]] std::optional<trade> find_closed_trade(const std::string& customer_id,
-                                                         trade_id id) override;
+    [[nodiscard]] api::lookup<trade> find_closed_trade(const std::string& customer_id,
+                                                       trade_id id) override;
     [[nodiscard]] std::optional<money> quote(symbol s) override;
     [[nodiscard]] bool market_open(timestamp_ms now) override;
     [[nodiscard]] std::int64_t collar_bps() const override { return config_.collar_bps; }
@@ -96,7 +96,7 @@ public:
                                                                   trade_id before,
                                                                   std::optional<symbol> sym,
                                                                   std::size_t limit) override;
-    [[nodiscard]] std::optional<trade_id> find_client_order(
+    [[nodiscard]] api::lookup<trade_id> find_client_order(
         const std::string& customer_id, std::string_view client_order_id) override;
     [[nodiscard]] std::optional<std::vector<api::trade_update>> updates_since(
         const std::string& customer_id, std::uint64_t after, std::size_t limit) override;

@@ -25,7 +25,7 @@ public:
     std::map<std::string, std::vector<api::trade_update>> updates;
     // Runs once at the next closed_trades read, before it (a trade closing in the meantime).
     std::function<void()> before_closed_trades;
-    bool store_unreadable = false;  // closed_trades and updates_since fail
+    bool store_unreadable = false;  // every read of the store fails
 
     bool submit(command c, api::completion done) override {
         if (full) return false;
@@ -77,10 +77,12 @@ public:
         done(std::move(o));
         return true;
     }
-    std::optional<trade> find_closed_trade(const std::string& customer_id, trade_id id) override {
+    api::lookup<trade> find_closed_trade(const std::string& customer_id, trade_id id) override {
+        if (store_unreadable) return unexpected{api::store_unreadable{}};
         auto it = closed.find(id.value);
-        if (it == closed.end() || it->second.customer_id != customer_id) return std::nullopt;
-        return it->second;
+        if (it == closed.end() || it->second.customer_id != customer_id)
+            return std::optional<trade>{};
+        return std::optional<trade>{it->second};
     }
     std::optional<money> quote(symbol sym) override {
         if (sym == *parse_symbol("AAPL")) return money{100 * limits::ticks_per_usd};
@@ -105,11 +107,12 @@ public:
         if (out.size() > limit) out.resize(limit);
         return out;
     }
-    std::optional<trade_id> find_client_order(const std::string& customer_id,
-                                              std::string_view client_order_id) override {
+    api::lookup<trade_id> find_client_order(const std::string& customer_id,
+                                            std::string_view client_order_id) override {
+        if (store_unreadable) return unexpected{api::store_unreadable{}};
         auto it = client_orders.find({customer_id, std::string(client_order_id)});
-        if (it == client_orders.end()) return std::nullopt;
-        return it->second;
+        if (it == client_orders.end()) return std::optional<trade_id>{};
+        return std::optional<trade_id>{it->second};
     }
     std::optional<std::vector<api::trade_update>> updates_since(const std::string& customer_id,
                                                                 std::uint64_t after,

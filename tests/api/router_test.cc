@@ -464,3 +464,49 @@ TEST_CASE("cancel and modify answer 404 for trades the caller does not own, open
     CHECK(f.call("DELETE", "/v1/trades/0000000000000001", bob).body == closed_other.body);
     CHECK(f.svc.s.find_customer("alice")->reserved_cash.ticks == 105 * limits::ticks_per_usd);
 }
+
+TEST_CASE("a store that cannot be read is a 503, never a 404 or a second trade") {
+    fixture f;
+    f.open("alice");
+    const auto alice = f.token("alice");
+    REQUIRE(f.call("POST", "/v1/trades", alice,
+                   R"({"symbol":"AAPL","side":"BUY","quantity":1,"client_order_id":"k-1"})")
+                .status == 201);  // sent: open
+    REQUIRE(f.call("POST", "/v1/trades", alice,
+                   R"({"symbol":"AAPL","side":"BUY","quantity":1,"client_order_id":"k-2"})")
+                .status == 201);                                                    // waits, PLACED
+    REQUIRE(f.call("DELETE", "/v1/trades/0000000000000002", alice).status == 200);  // closed
+    const auto updates = f.svc.updates["alice"].size();
+
+    f.svc.store_unreadable = true;
+    auto refused = [&](const http_response& r) {
+        CHECK(r.status == 503);
+        CHECK(f.code_of(r) == "storage_error");
+    };
+    // Whether a client_order_id was used before is the store's to say: without its answer the
+    // placement is refused, not placed a second time.
+    refused(f.call("POST", "/v1/trades", alice,
+                   R"({"symbol":"AAPL","side":"BUY","quantity":1,"client_order_id":"k-9"})"));
+    refused(f.call("POST", "/v1/trades", alice,
+                   R"({"symbol":"AAPL","side":"BUY","quantity":1,"client_order_id":"k-2"})"));
+    CHECK(f.svc.s.next_trade_id == 3);
+    CHECK(f.svc.updates["alice"].size() == updates);
+    // The closed trade cannot be read, and is not reported missing.
+    refused(f.call("GET", "/v1/trades/0000000000000002", alice));
+    refused(f.call("GET", "/v1/trades:by_client_order_id?client_order_id=k-2", alice));
+    refused(f.call("DELETE", "/v1/trades/0000000000000002", alice));
+    refused(f.call("PATCH", "/v1/trades/0000000000000002", alice, R"({"quantity":2})"));
+    // What the engine holds is still answered.
+    CHECK(f.call("GET", "/v1/trades/0000000000000001", alice).status == 200);
+    CHECK(f.call("GET", "/v1/trades:by_client_order_id?client_order_id=k-1", alice).status == 200);
+    CHECK(f.call("POST", "/v1/trades", alice, R"({"symbol":"AAPL","side":"BUY","quantity":1})")
+              .status == 201);
+
+    f.svc.store_unreadable = false;
+    const auto again =
+        f.call("POST", "/v1/trades", alice,
+               R"({"symbol":"AAPL","side":"BUY","quantity":1,"client_order_id":"k-2"})");
+    CHECK(again.status == 200);
+    CHECK(f.field_of(again, "status") == "CANCELED");
+    CHECK(f.call("GET", "/v1/trades/0000000000000002", alice).status == 200);
+}
