@@ -293,6 +293,10 @@ void router::dispatch(const route_spec& r, const caller& who, const std::vector<
     respond(error(404, "not_found", "no such route"));
 }
 
+bool router::is_stream_target(std::string_view target) {
+    return matches("/v1/stream", path_segments(target));
+}
+
 result<stream_request, http_response> router::authorize_stream(const http_request& req) {
     const auto q = parse_query(req.target);
     if (!q) return unexpected{invalid_parameter("the query string is malformed")};

@@ -69,6 +69,9 @@ public:
     // ?access_token= browsers must use) and reads ?since=. On failure: the HTTP answer to send
     // instead of upgrading.
     [[nodiscard]] result<stream_request, http_response> authorize_stream(const http_request& req);
+    // Whether `target` names GET /v1/stream, read as every route is (empty segments ignored, so
+    // "/v1/stream/" too): the server upgrades exactly what the router would call the stream.
+    [[nodiscard]] static bool is_stream_target(std::string_view target);
 
     [[nodiscard]] services& backend() { return svc_; }
 

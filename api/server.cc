@@ -101,7 +101,7 @@ private:
         head_ = request_.method() == http::verb::head;
         stream_.expires_never();  // the engine answers; a slow engine is not the client's fault
         if (websocket::is_upgrade(request_) && request_.method() == http::verb::get &&
-            view(request_.target()).substr(0, view(request_.target()).find('?')) == "/v1/stream") {
+            router::is_stream_target(view(request_.target()))) {
             return upgrade();
         }
         http_request req{view(request_.method_string()), view(request_.target()),

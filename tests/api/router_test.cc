@@ -510,3 +510,16 @@ TEST_CASE("a store that cannot be read is a 503, never a 404 or a second trade")
     CHECK(f.field_of(again, "status") == "CANCELED");
     CHECK(f.call("GET", "/v1/trades/0000000000000002", alice).status == 200);
 }
+
+TEST_CASE("the server upgrades exactly the paths the router reads as the stream") {
+    for (const char* yes : {"/v1/stream", "/v1/stream/", "/v1//stream", "/v1/stream?since=3",
+                            "/v1/stream/?access_token=x"}) {
+        CAPTURE(yes);
+        CHECK(router::is_stream_target(yes));
+    }
+    for (const char* no : {"/v1/streams", "/v1/stream/x", "/v2/stream", "/stream", "/v1", "/",
+                           "/v1/trades", "/v1/stream%2F"}) {
+        CAPTURE(no);
+        CHECK_FALSE(router::is_stream_target(no));
+    }
+}

@@ -1427,6 +1427,12 @@ class ApiTest(BrokerTestCase):
         self.assertEqual(replay, frames)
         ws_close(ws2)
 
+        # With a trailing slash, as every route accepts it, the path still names the stream.
+        ws2 = ws_connect(b.port, token=tok, query="/?since=%d" % (n - 1))
+        self.addCleanup(ws_close, ws2)
+        self.assertEqual(ws_read(ws2, 1, timeout=10), frames[-1:])
+        ws_close(ws2)
+
         # Restart on the same data dir; the durable updates survive.
         self.assertEqual(b.stop(), 0, "brokerd exit code after SIGTERM")
         b.start(port=b.port)
