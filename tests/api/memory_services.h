@@ -25,6 +25,8 @@ public:
     std::map<std::string, std::vector<api::trade_update>> updates;
     // Runs once at the next closed_trades read, before it (a trade closing in the meantime).
     std::function<void()> before_closed_trades;
+    // Runs before every updates_since read (a store that fails in the middle of a catch-up).
+    std::function<void()> before_updates_since;
     bool store_unreadable = false;  // every read of the store fails
 
     bool submit(command c, api::completion done) override {
@@ -117,6 +119,7 @@ public:
     std::optional<std::vector<api::trade_update>> updates_since(const std::string& customer_id,
                                                                 std::uint64_t after,
                                                                 std::size_t limit) override {
+        if (before_updates_since) before_updates_since();
         if (store_unreadable) return std::nullopt;
         std::vector<api::trade_update> out;
         for (const auto& u : updates[customer_id]) {
