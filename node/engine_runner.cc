@@ -276,6 +276,7 @@ bool engine_runner::enqueue(request r) {
             return false;
         }
         inbound_.push_back(std::move(r));
+        if (pacing_ && inbound_.size() < config_.batch_max) return true;
     }
     inbound_cv_.notify_one();
     return true;
@@ -289,6 +290,7 @@ bool engine_runner::enqueue_all(std::vector<request>& rs) {
             return false;
         }
         for (auto& r : rs) inbound_.push_back(std::move(r));
+        if (pacing_ && inbound_.size() < config_.batch_max) return true;
     }
     inbound_cv_.notify_one();
     return true;
@@ -296,10 +298,22 @@ bool engine_runner::enqueue_all(std::vector<request>& rs) {
 
 void engine_runner::engine_loop() {
     std::vector<request> taken;
+    std::chrono::steady_clock::time_point last_round{};
     for (;;) {
         {
             std::unique_lock lock(inbound_mutex_);
             inbound_cv_.wait(lock, [&] { return stopping_ || !inbound_.empty(); });
+            if (config_.round_interval.count() > 0) {
+                const auto due = last_round + config_.round_interval;
+                if (std::chrono::steady_clock::now() < due) {
+                    pacing_ = true;
+                    inbound_cv_.wait_until(lock, due, [&] {
+                        return stopping_ || inbound_.size() >= config_.batch_max;
+                    });
+                    pacing_ = false;
+                }
+                last_round = std::chrono::steady_clock::now();
+            }
             if (inbound_.empty()) break;  // stopping, and everything queued was processed
             if (inbound_.size() <= config_.batch_max) {
                 taken.swap(inbound_);

@@ -51,6 +51,10 @@ struct runner_config {
     // The engine thread snapshots its state every this many applied events, and once more on a
     // clean stop, so that a restart replays at most this many events (0: never).
     std::uint64_t snapshot_every_events = 500'000;
+    // Rounds start at least this far apart (0: back to back). A round that would start sooner
+    // after the last one waits for the rest of the interval, so that more requests share its
+    // commit. An idle engine starts a round at once.
+    std::chrono::microseconds round_interval{0};
 };
 
 // Where completions run: the node posts them to the IO thread that submitted the request
@@ -169,6 +173,7 @@ private:
     std::condition_variable inbound_cv_;
     std::vector<request> inbound_;
     bool stopping_ = false;
+    bool pacing_ = false;  // the engine waits out round_interval; enqueue need not wake it
 
     // Set while free disk space is under the watermark: new requests are refused (503).
     std::atomic<bool> storage_full_{false};

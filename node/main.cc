@@ -55,6 +55,7 @@ struct options {
     std::int64_t placed_max_age_ms = 300'000;
     std::int64_t min_free_disk_mb = 256;
     std::uint64_t snapshot_every_events = 500'000;
+    int round_interval_us = 0;
     double rate_limit_per_s = 100;
     double rate_limit_burst = 200;
     broker::api::server_config server;
@@ -131,6 +132,11 @@ options parse(int argc, char** argv) {
     app.add_option("--snapshot-every-events", o.snapshot_every_events,
                    "snapshot the engine state every N journal events and on a clean stop, so a "
                    "restart replays at most N events; 0 never snapshots")
+        ->capture_default_str();
+    app.add_option("--round-interval-us", o.round_interval_us,
+                   "start engine rounds (each one journal commit) at least this far apart, so "
+                   "that more requests share a commit; 0: back to back")
+        ->check(CLI::Range(0, 100'000))
         ->capture_default_str();
     app.add_option("--rate-limit-per-s", o.rate_limit_per_s,
                    "requests per second per customer (token bucket); 0 disables")
@@ -218,6 +224,7 @@ int main(int argc, char** argv) {
     rc.market_open = [calendar](broker::timestamp_ms t) { return calendar->is_open(t); };
     rc.min_free_disk_bytes = static_cast<std::uint64_t>(opt.min_free_disk_mb) << 20;
     rc.snapshot_every_events = opt.snapshot_every_events;
+    rc.round_interval = std::chrono::microseconds(opt.round_interval_us);
     rc.free_disk_bytes = [dir = opt.data_dir]() -> std::uint64_t {
         struct statvfs fs {};
         if (statvfs(dir.c_str(), &fs) != 0) return std::numeric_limits<std::uint64_t>::max();

@@ -120,6 +120,19 @@ class BrokerTestCase(unittest.TestCase):
         st, body = broker.open_customer(cid, cash, positions)
         self.assertEqual(st, expect, "PUT /admin/v1/customers/%s -> %s %r" % (cid, st, body))
 
+    def read_metrics(self, broker):
+        """GET /metrics as {series: value}."""
+        st, text = broker.request("GET", "/metrics")
+        self.assertEqual(st, 200)
+        if isinstance(text, bytes):
+            text = text.decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
     def place(self, broker, cid, symbol, side, quantity):
         return broker.request("POST", "/v1/trades",
                               {"symbol": symbol, "side": side, "quantity": quantity},
@@ -435,16 +448,7 @@ class CoreTest(BrokerTestCase):
         b = self.start_broker(["--sim-latency-ms", "1", "--sim-seed", "11"])
 
         def metrics():
-            st, text = b.request("GET", "/metrics")
-            self.assertEqual(st, 200)
-            if isinstance(text, bytes):
-                text = text.decode()
-            values = {}
-            for line in text.splitlines():
-                if line and not line.startswith("#"):
-                    name, value = line.rsplit(" ", 1)
-                    values[name] = float(value)
-            return values
+            return self.read_metrics(b)
 
         before = metrics()
         self.open_customer(b, "metrics-a", "10000.0000")
@@ -489,6 +493,47 @@ class CoreTest(BrokerTestCase):
         self.assertEqual(b.stop(), 0, "brokerd exit code after SIGTERM")
         b.start(port=b.port)
         self.assertEqual(metrics()["broker_journal_sequence"], after["broker_journal_sequence"])
+
+    # ------------------------------------------------------------------------------------------
+    @dump_logs_on_failure
+    def test_paced_rounds_share_commits_and_lose_nothing(self):
+        interval_s = 0.1
+        b = self.start_broker(["--round-interval-us", str(int(interval_s * 1e6)),
+                               "--sim-latency-ms", "1", "--sim-reject-rate", "0"])
+        customers = ["paced-%d" % i for i in range(20)]
+        for cid in customers:
+            self.open_customer(b, cid, "1000.0000")
+        start = time.monotonic()
+        before = self.read_metrics(b)["broker_journal_commits_total"]
+        results = {}
+
+        def place(cid):
+            results[cid] = self.place(b, cid, "AAPL", "BUY", 1)
+
+        threads = [threading.Thread(target=place, args=(cid,)) for cid in customers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        trades = []
+        for cid in customers:
+            st, body = results[cid]
+            self.assertEqual(st, 201, (cid, body))
+            trades.append((cid, body["trade_id"]))
+        harness.wait_terminal(b, trades, timeout=30)
+        after = self.read_metrics(b)["broker_journal_commits_total"]
+        elapsed = time.monotonic() - start
+        # Rounds start at least interval_s apart and each commits at most once, so however slow
+        # the machine, the 20 placements and 20 fills shared commits: at most one per interval.
+        self.assertGreater(after, before)
+        self.assertLessEqual(after - before, elapsed / interval_s + 1,
+                             "%d commits in %.2f s" % (after - before, elapsed))
+        for cid in customers:
+            st, acct = b.request("GET", "/v1/account", token=b.token(cid))
+            self.assertEqual(st, 200)
+            self.assertEqual(acct["reserved_cash"], "0.0000", acct)
+            self.assertLess(money_ticks(acct["cash"]), money_ticks("1000.0000"), acct)
+        self.assertEqual(b.stop(), 0, "brokerd exit code after SIGTERM")
 
     # ------------------------------------------------------------------------------------------
     @dump_logs_on_failure
