@@ -52,8 +52,9 @@ struct runner_config {
     // clean stop, so that a restart replays at most this many events (0: never).
     std::uint64_t snapshot_every_events = 500'000;
     // Rounds start at least this far apart (0: back to back). A round that would start sooner
-    // after the last one waits for the rest of the interval, so that more requests share its
-    // commit. An idle engine starts a round at once.
+    // after the previous one started waits for the rest of the interval, so that more requests
+    // share its commit; any request may so wait up to this long, even one that finds the engine
+    // idle.
     std::chrono::microseconds round_interval{0};
 };
 

@@ -9,6 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,47 +29,70 @@ namespace {
 
 struct received {
     std::vector<std::uint64_t> sequences;  // of the trade_update frames, in arrival order
-    beast::error_code ended;               // how reading ended
+    bool bad_frame = false;                // a frame that is not a JSON object
+    bool finished = false;                 // false: 10 s passed first
+    beast::error_code ended;               // how reading ended (none: the client closed)
     websocket::close_reason reason;
 };
 
 // Runs one stream session of `customer` from `since` on a loopback socket and reads frames until
-// the server closes, `want` updates have come (the client then closes), or 10 s pass.
+// the server closes, `want` updates have come (the client then closes), or 10 s pass. Both sides
+// are asynchronous, each on its own io_context bounded in time, so that a session that stops
+// sending fails the test instead of hanging it.
 received stream_once(memory_services& svc, const std::string& customer, std::uint64_t since,
                      api::stream_config config, std::size_t want) {
     net::io_context server_io(1);
     tcp::acceptor acceptor(server_io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    std::thread server([&] {
-        tcp::socket socket(server_io);
-        acceptor.accept(socket);
-        beast::flat_buffer buffer;
-        http::request<http::string_body> upgrade;
-        http::read(socket, buffer, upgrade);
-        api::start_stream_session(beast::tcp_stream(std::move(socket)), std::move(upgrade), svc,
-                                  customer, since, config);
-        server_io.run();
+    tcp::socket accepted(server_io);
+    beast::flat_buffer upgrade_buffer;
+    http::request<http::string_body> upgrade;
+    acceptor.async_accept(accepted, [&](beast::error_code ec) {
+        if (ec) return;
+        http::async_read(
+            accepted, upgrade_buffer, upgrade, [&](beast::error_code ec2, std::size_t) {
+                if (ec2) return;
+                api::start_stream_session(beast::tcp_stream(std::move(accepted)),
+                                          std::move(upgrade), svc, customer, since, config);
+            });
     });
+    std::thread server([&] { server_io.run_for(std::chrono::seconds(15)); });
 
     net::io_context client_io(1);
     websocket::stream<tcp::socket> ws(client_io);
-    ws.next_layer().connect(acceptor.local_endpoint());
-    timeval timeout{10, 0};
-    setsockopt(ws.next_layer().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    ws.handshake("127.0.0.1", "/v1/stream?since=" + std::to_string(since));
     received out;
-    while (out.sequences.size() < want) {
-        beast::flat_buffer frame;
-        ws.read(frame, out.ended);
-        if (out.ended) break;
-        auto obj = api::parse_object(beast::buffers_to_string(frame.data()));
-        REQUIRE(obj.has_value());
-        for (const auto& [key, value] : *obj) {
-            if (key == "sequence")
-                out.sequences.push_back(static_cast<std::uint64_t>(value.integer));
+    beast::flat_buffer frame;
+    std::function<void(beast::error_code, std::size_t)> on_frame = [&](beast::error_code ec,
+                                                                       std::size_t) {
+        if (ec) {
+            out.ended = ec;
+            out.reason = ws.reason();
+            out.finished = true;
+            return;
         }
-    }
-    out.reason = ws.reason();
-    if (!out.ended) ws.close(websocket::close_code::normal);
+        auto obj = api::parse_object(beast::buffers_to_string(frame.data()));
+        frame.consume(frame.size());
+        if (!obj) {
+            out.bad_frame = true;
+        } else {
+            for (const auto& [key, value] : *obj) {
+                if (key == "sequence") {
+                    out.sequences.push_back(static_cast<std::uint64_t>(value.integer));
+                }
+            }
+        }
+        if (out.sequences.size() < want) return ws.async_read(frame, on_frame);
+        ws.async_close(websocket::close_code::normal,
+                       [&](beast::error_code) { out.finished = true; });
+    };
+    ws.next_layer().async_connect(acceptor.local_endpoint(), [&](beast::error_code ec) {
+        if (ec) return;
+        ws.async_handshake("127.0.0.1", "/v1/stream?since=" + std::to_string(since),
+                           [&](beast::error_code ec2) {
+                               if (ec2) return;
+                               ws.async_read(frame, on_frame);
+                           });
+    });
+    client_io.run_for(std::chrono::seconds(10));
     server_io.stop();
     server.join();
     return out;
@@ -96,6 +120,8 @@ TEST_CASE("a stream replays the stored backlog in batches, in order, without gap
     api::stream_config config;
     config.backlog_batch = 2;
     const auto got = stream_once(svc, "alice", 1, config, 5);
+    CHECK(got.finished);
+    CHECK_FALSE(got.bad_frame);
     CHECK(got.sequences == std::vector<std::uint64_t>{2, 3, 4, 5, 6});
     CHECK_FALSE(got.ended);
 }
@@ -110,6 +136,8 @@ TEST_CASE("a store that fails during the catch-up closes the stream with 1013 st
         if (++reads == 2) svc.store_unreadable = true;  // the second batch cannot be read
     };
     const auto got = stream_once(svc, "alice", 0, config, 6);
+    CHECK(got.finished);
+    CHECK_FALSE(got.bad_frame);
     CHECK(got.sequences == std::vector<std::uint64_t>{1, 2});
     CHECK(got.ended == websocket::error::closed);
     CHECK(got.reason.code == websocket::close_code::try_again_later);

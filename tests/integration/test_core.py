@@ -515,6 +515,7 @@ class CoreTest(BrokerTestCase):
             t.start()
         for t in threads:
             t.join(timeout=30)
+            self.assertFalse(t.is_alive(), "a placement still unanswered after 30 s")
         trades = []
         for cid in customers:
             st, body = results[cid]
