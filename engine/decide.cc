@@ -231,21 +231,16 @@ struct decider {
         if (x.exec_id.size() > limits::exec_id_max) return fail(errc::fill_mismatch);
         decision d;
         d.trade = x.id;
-        if (x.filled) {
-            if (x.qty != t->qty) return fail(errc::fill_mismatch);
-            if (x.fill_price.ticks <= 0 || x.fill_price.ticks > limits::price_max_ticks) {
-                return fail(errc::fill_mismatch);
-            }
-            // An exchange that fills a BUY above its limit broke the contract; refusing keeps the
-            // debit within the reservation and the balance non-negative.
-            if (t->trade_side == side::buy && x.fill_price > t->limit_price) {
-                return fail(errc::fill_mismatch);
-            }
-            if (t->trade_side == side::sell) {
-                const customer* c = s.find_customer(t->customer_id);
-                const auto notional = checked_mul(x.fill_price, t->qty);
-                if (!notional || !checked_add(c->cash, *notional)) return fail(errc::fill_mismatch);
-            }
+        if (x.filled && !fill_keeps_terms(*t, x)) {
+            // The exchange reports a fill the order did not allow. Applying it could take a
+            // balance negative (invariant 1); refusing it would leave the trade IN_PROGRESS for
+            // good (invariant 3), since the exchange repeats a report until it is acknowledged.
+            // The trade ends REJECTED with reason fill_mismatch and its reservation released, and
+            // the report is acknowledged: the broker's books and the exchange's now disagree on
+            // this order, a break for operations to settle with the exchange (the node logs and
+            // counts it), not one for the customer to carry.
+            d.events.push_back(trade_rejected{x.id, errc::fill_mismatch, x.exec_id});
+        } else if (x.filled) {
             d.events.push_back(trade_filled{x.id, x.fill_price, x.exec_id, x.executed_at});
         } else {
             d.events.push_back(trade_rejected{x.id, x.reason, x.exec_id});
@@ -254,6 +249,18 @@ struct decider {
         BROKER_ASSERT(c != nullptr);
         submit_next(s, *c, x.id, d);
         return d;
+    }
+
+    // Whether a fill is one the order allowed: its whole quantity (there are no partial fills),
+    // a valid price, for a BUY no more than its limit (what was reserved), and for a SELL
+    // proceeds that fit in the customer's cash.
+    bool fill_keeps_terms(const trade& t, const apply_execution& x) const {
+        if (x.qty != t.qty) return false;
+        if (x.fill_price.ticks <= 0 || x.fill_price.ticks > limits::price_max_ticks) return false;
+        if (t.trade_side == side::buy) return !(x.fill_price > t.limit_price);
+        const customer* c = s.find_customer(t.customer_id);
+        const auto notional = checked_mul(x.fill_price, t.qty);
+        return notional && checked_add(c->cash, *notional);
     }
 
     decision operator()(const get_trade& g) const {

@@ -153,10 +153,14 @@ std::string engine_runner::metrics_text() {
         "# HELP broker_storage_full 1 while new requests are refused for lack of disk space.\n"
         "# TYPE broker_storage_full gauge\nbroker_storage_full {}\n"
         "# HELP broker_stream_subscribers Live WebSocket streams.\n"
-        "# TYPE broker_stream_subscribers gauge\nbroker_stream_subscribers {}\n",
+        "# TYPE broker_stream_subscribers gauge\nbroker_stream_subscribers {}\n"
+        "# HELP broker_exchange_fill_breaks_total Fills the exchange reported against the order's "
+        "terms (quantity, price, limit); each trade was rejected here and needs settling with the "
+        "exchange.\n"
+        "# TYPE broker_exchange_fill_breaks_total counter\nbroker_exchange_fill_breaks_total {}\n",
         committed_sequence_.load(std::memory_order_relaxed),
         commits_.load(std::memory_order_relaxed), queued, storage_full_.load() ? 1 : 0,
-        hub_.subscribers());
+        hub_.subscribers(), fill_breaks_.load(std::memory_order_relaxed));
     return text;
 }
 
@@ -566,6 +570,15 @@ api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch
     out.code = d.code;
     out.repeated = d.repeated;
     for (auto& body : d.events) {
+        if (const auto* r = std::get_if<trade_rejected>(&body);
+            r != nullptr && r->reason == errc::fill_mismatch) {
+            fill_breaks_.fetch_add(1, std::memory_order_relaxed);
+            spdlog::error(
+                "the exchange filled trade {} against its terms (quantity, price or "
+                "limit): rejected here, reservation released; settle the break with "
+                "the exchange",
+                format_trade_id(r->id));
+        }
         const bool submitted = std::holds_alternative<trade_submitted>(body);
         const bool created = std::holds_alternative<trade_placed>(body) ||
                              std::holds_alternative<trade_refused>(body);

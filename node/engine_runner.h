@@ -180,6 +180,7 @@ private:
     std::atomic<bool> storage_full_{false};
     std::atomic<std::uint64_t> committed_sequence_{0};  // for metrics; the engine thread sets it
     std::atomic<std::uint64_t> commits_{0};
+    std::atomic<std::uint64_t> fill_breaks_{0};  // fills the exchange reported against the terms
     // How long each group commit took (the journal write and its fdatasync), as a Prometheus
     // histogram: per-bucket counts (the last one past the largest bound) and the total time.
     // The engine thread adds; /metrics reads.

@@ -523,3 +523,31 @@ TEST_CASE("the server upgrades exactly the paths the router reads as the stream"
         CHECK_FALSE(router::is_stream_target(no));
     }
 }
+
+TEST_CASE("a signed fill against the order's terms is acknowledged and the trade ends REJECTED") {
+    fixture f;
+    f.open("alice");
+    const auto alice = f.token("alice");
+    REQUIRE(f.call("POST", "/v1/trades", alice, R"({"symbol":"AAPL","side":"BUY","quantity":10})")
+                .status == 201);  // reserves 10 x 105.0000, its limit
+    // 105.0001 is above the limit: more than was reserved.
+    const std::string body =
+        R"({"order_id":"0000000000000001","exec_id":"E1","status":"FILLED","quantity":10,)"
+        R"("fill_price":"105.0001","executed_at":"2027-01-15T08:00:00.000Z"})";
+    const auto signature = exchange::sign_callback("exchange-secret", now_ms / 1000, body);
+    // Refusing it would have the exchange repeat it for ever and leave the trade IN_PROGRESS.
+    const auto first = f.call("POST", "/v1/exchange/callbacks", "", body, signature);
+    CHECK(first.status == 200);
+    CHECK(f.field_of(first, "status") == "applied");
+    const auto again = f.call("POST", "/v1/exchange/callbacks", "", body, signature);
+    CHECK(again.status == 200);
+    CHECK(f.field_of(again, "status") == "duplicate");
+    const auto got = f.call("GET", "/v1/trades/0000000000000001", alice);
+    CHECK(f.field_of(got, "status") == "REJECTED");
+    CHECK(f.field_of(got, "reason") == "fill_mismatch");
+    const auto account = f.call("GET", "/v1/account", alice);
+    CHECK(f.field_of(account, "cash") == "10000.0000");
+    CHECK(f.field_of(account, "reserved_cash") == "0.0000");
+    CHECK(f.call("GET", "/v1/positions", alice).body ==  // the 10 opened with, no more
+          R"([{"symbol":"AAPL","quantity":10,"reserved_quantity":0,"available_quantity":10}])");
+}

@@ -258,18 +258,55 @@ TEST_CASE("a fill is applied exactly once however often the exchange repeats it"
     CHECK(e.c("alice").find_position(aapl)->shares == 10);
 }
 
-TEST_CASE("execution reports that break the order's terms are refused and change nothing") {
+TEST_CASE("reports for no trade, or for one not at the exchange, are refused and change nothing") {
     engine e;
     e.open("alice", 10'000);
     const auto d = e.place("alice", side::buy, 10, 100);  // limit 105.00
-    CHECK(e.fill(*d.trade, 10, 105 * usd + 1).code == errc::fill_mismatch);
-    CHECK(e.fill(*d.trade, 9, 100 * usd).code == errc::fill_mismatch);
-    CHECK(e.fill(*d.trade, 10, 0).code == errc::fill_mismatch);
     CHECK(e.fill(trade_id{999}, 10, 100 * usd).code == errc::trade_not_found);
     const auto queued = e.place("alice", side::buy, 1, 100);
     CHECK(e.fill(*queued.trade, 1, 100 * usd).code == errc::trade_not_in_progress);
     CHECK(e.t(*d.trade).status == trade_status::in_progress);
+    CHECK(e.t(*queued.trade).status == trade_status::placed);
     CHECK(e.fill(*d.trade, 10, 105 * usd).code == errc::ok);  // exactly the limit is fine
+    CHECK(e.t(*queued.trade).status == trade_status::in_progress);
+}
+
+TEST_CASE("a fill against the order's terms ends the trade REJECTED fill_mismatch, not stuck") {
+    struct broken {
+        const char* what;
+        side trade_side;
+        std::int64_t qty;
+        std::int64_t price_ticks;
+    };
+    for (const broken& b :
+         {broken{"BUY above its limit", side::buy, 10, 105 * usd + 1},
+          broken{"another quantity", side::buy, 9, 100 * usd}, broken{"no price", side::buy, 10, 0},
+          broken{"SELL of another quantity", side::sell, 11, 100 * usd}}) {
+        CAPTURE(b.what);
+        engine e;
+        e.open("alice", 10'000, {{aapl, quantity{10}}});
+        const auto d = e.place("alice", b.trade_side, 10, 100);  // a BUY's limit: 105.00
+        const auto next = e.place("alice", side::buy, 1, 100);
+        const money cash = e.c("alice").cash;
+        const auto report = e.fill(*d.trade, b.qty, b.price_ticks);
+        CHECK(report.code == errc::ok);
+        CHECK(types(report) ==
+              std::vector{event_type::trade_rejected, event_type::trade_submitted});
+        CHECK(std::get<trade_rejected>(report.events[0]).reason == errc::fill_mismatch);
+        CHECK(e.s.find_open_trade(*d.trade) == nullptr);  // terminal
+        // Nothing of the fill was applied, the reservation is released, and the customer's next
+        // trade goes to the exchange.
+        CHECK(e.c("alice").cash == cash);
+        CHECK(e.c("alice").find_position(aapl)->shares == 10);
+        CHECK(e.c("alice").find_position(aapl)->reserved == 0);
+        CHECK(e.c("alice").reserved_cash == e.t(*next.trade).reserved_cash);
+        CHECK(e.t(*next.trade).status == trade_status::in_progress);
+        // The exchange repeats its report until acknowledged: the repeats change nothing.
+        const auto again = e.fill(*d.trade, b.qty, b.price_ticks);
+        CHECK(again.code == errc::ok);
+        CHECK(again.repeated);
+        CHECK(again.events.empty());
+    }
 }
 
 TEST_CASE("an exchange rejection releases the reservation and sends the next trade") {

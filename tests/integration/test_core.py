@@ -228,7 +228,7 @@ class BrokerTestCase(unittest.TestCase):
         expected = {s: (q, 0, q) for s, q in pos.items() if q}
         self.assertEqual(got, expected, "%s: positions (qty, reserved, available)" % cid)
 
-    def assert_replay_matches(self, broker, digest, customers):
+    def assert_replay_matches(self, broker, digest, customers, open_trades=0):
         """brokerd is stopped: broker-replay verifies the journal and reproduces the digest."""
         rc, out, stdout, stderr = harness.run_replay(broker.data_dir)
         self.assertEqual(rc, 0, "broker-replay exited %d\nstdout: %s\nstderr: %s"
@@ -237,7 +237,7 @@ class BrokerTestCase(unittest.TestCase):
         self.assertEqual(out.get("sequence"), digest["sequence"], (out, digest))
         self.assertEqual(out.get("digest"), digest["digest"], (out, digest))
         self.assertEqual(out.get("customers"), customers, out)
-        self.assertEqual(out.get("open_trades"), 0, out)
+        self.assertEqual(out.get("open_trades"), open_trades, out)
         return out
 
 

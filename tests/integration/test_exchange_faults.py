@@ -561,6 +561,49 @@ class CallbackAuthTest(FaultTestCase):
                % ("forged-callbacks", len(forged) + 1, refusals, time.monotonic() - self.t_start))
 
 
+    @dump_logs_on_failure
+    def test_a_signed_fill_against_the_order_is_a_break_not_a_stuck_trade(self):
+        # The exchange holds the orders for a minute; a correctly signed report that breaks the
+        # order's terms (6 shares of 7) is POSTed for the first meanwhile.
+        sim, b = self.start_pair({"--latency-ms": "60000", "--latency-dist": "fixed"},
+                                 ["--watchdog-ms", "60000"], name="break")
+        cid = self.open_customers(b, "break", 1)[0]
+        st, first = self.place(b, cid, "AAPL", "BUY", 7)
+        self.assertEqual(st, 201, (st, first))
+        reserved_first = self.account(b, cid)["reserved_cash"]
+        st, second = self.place(b, cid, "AAPL", "BUY", 1)
+        self.assertEqual((st, second["status"]), (201, "PLACED"), second)
+        reserved_both = self.account(b, cid)["reserved_cash"]
+        tid = first["trade_id"]
+        body = json.dumps({"order_id": tid, "exec_id": "break-1", "status": "FILLED",
+                           "quantity": 6, "fill_price": "1.0000", "reason": None,
+                           "executed_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())},
+                          separators=(",", ":")).encode()
+        for attempt in ("first", "repeat"):
+            headers = {"X-Exchange-Signature": sign(EXCHANGE_SECRET, int(time.time()), body)}
+            st, resp = b.request("POST", "/v1/exchange/callbacks", body, headers=headers)
+            self.assertEqual(st, 200, "%s: %s %r" % (attempt, st, resp))
+        st, t = b.request("GET", "/v1/trades/" + tid, token=b.token(cid))
+        self.assertEqual((st, t["status"], t["reason"]), (200, "REJECTED", "fill_mismatch"), t)
+        # Nothing of the fill applied; the reservation is the next trade's alone, and that trade
+        # went to the exchange.
+        st, nxt = b.request("GET", "/v1/trades/" + second["trade_id"], token=b.token(cid))
+        self.assertEqual(nxt["status"], "IN_PROGRESS", nxt)
+        account = self.account(b, cid)
+        self.assertEqual(account["cash"], money_ticks(OPENING_CASH))
+        self.assertEqual(account["reserved_cash"], reserved_both - reserved_first)
+        self.assertEqual(self.positions(b, cid)["AAPL"][0], OPENING_POS["AAPL"])
+        st, text = b.request("GET", "/metrics")
+        if isinstance(text, bytes):
+            text = text.decode()
+        self.assertIn("broker_exchange_fill_breaks_total 1\n", text)
+        with open(b.stderr_path, "rb") as f:
+            self.assertIn("against its terms", f.read().decode(errors="replace"))
+        digest = b.stable_digest()
+        self.assertEqual(b.stop(), 0)
+        self.assert_replay_matches(b, digest, customers=1, open_trades=1)  # the second
+
+
 class OutageAndCrashTest(FaultTestCase):
 
     def run_outage(self, mode, seed):
