@@ -54,6 +54,17 @@ struct fixture {
         return "<absent>";
     }
 
+    // Delivers a signed execution report twice, as an at-least-once exchange may: the first is
+    // applied, the second acknowledged as a duplicate.
+    void deliver_twice(const std::string& body, const std::string& signature) {
+        const auto first = call("POST", "/v1/exchange/callbacks", "", body, signature);
+        CHECK(first.status == 200);
+        CHECK(field_of(first, "status") == "applied");
+        const auto again = call("POST", "/v1/exchange/callbacks", "", body, signature);
+        CHECK(again.status == 200);
+        CHECK(field_of(again, "status") == "duplicate");
+    }
+
     void open(const std::string& id, const char* body = R"({"cash":"10000.0000","positions":{"AAPL":10}})") {
         REQUIRE(call("PUT", "/admin/v1/customers/" + id, admin, body).status == 201);
     }
@@ -254,12 +265,7 @@ TEST_CASE("exchange callbacks are applied once when signed and refused when not"
                  exchange::sign_callback("exchange-secret", now_ms / 1000 - 3600, body)).status == 401);
     CHECK(f.svc.s.find_customer("alice")->cash.ticks == 10'000 * limits::ticks_per_usd);
 
-    const auto applied = f.call("POST", "/v1/exchange/callbacks", "", body, good);
-    CHECK(applied.status == 200);
-    CHECK(f.field_of(applied, "status") == "applied");
-    const auto again = f.call("POST", "/v1/exchange/callbacks", "", body, good);
-    CHECK(again.status == 200);
-    CHECK(f.field_of(again, "status") == "duplicate");
+    f.deliver_twice(body, good);
     CHECK(f.svc.s.find_customer("alice")->cash.ticks == 10'000 * limits::ticks_per_usd - 10 * 1'012'500);
 
     const auto got = f.call("GET", "/v1/trades/0000000000000001", f.token("alice"));
@@ -536,12 +542,7 @@ TEST_CASE("a signed fill against the order's terms is acknowledged and the trade
         R"("fill_price":"105.0001","executed_at":"2027-01-15T08:00:00.000Z"})";
     const auto signature = exchange::sign_callback("exchange-secret", now_ms / 1000, body);
     // Refusing it would have the exchange repeat it for ever and leave the trade IN_PROGRESS.
-    const auto first = f.call("POST", "/v1/exchange/callbacks", "", body, signature);
-    CHECK(first.status == 200);
-    CHECK(f.field_of(first, "status") == "applied");
-    const auto again = f.call("POST", "/v1/exchange/callbacks", "", body, signature);
-    CHECK(again.status == 200);
-    CHECK(f.field_of(again, "status") == "duplicate");
+    f.deliver_twice(body, signature);
     const auto got = f.call("GET", "/v1/trades/0000000000000001", alice);
     CHECK(f.field_of(got, "status") == "REJECTED");
     CHECK(f.field_of(got, "reason") == "fill_mismatch");
