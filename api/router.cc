@@ -718,8 +718,8 @@ void router::handle_exchange_callback(std::string_view signature, std::string_vi
     const auto id = order_id ? parse_trade_id(*order_id) : std::nullopt;
     const auto executed_at = executed_at_text ? parse_rfc3339_ms(*executed_at_text) : std::nullopt;
     if (!id || !status || (*status != "FILLED" && *status != "REJECTED") || !exec_id ||
-        exec_id->empty() || exec_id->size() > limits::exec_id_max || !executed_at ||
-        qty_v == nullptr || qty_v->type != json_value::kind::integer || qty_v->out_of_range) {
+        exec_id->empty() || !executed_at || qty_v == nullptr ||
+        qty_v->type != json_value::kind::integer || qty_v->out_of_range) {
         return respond(error(422, "invalid_callback",
                              "order_id, exec_id, status, quantity and executed_at are required"));
     }
@@ -727,7 +727,11 @@ void router::handle_exchange_callback(std::string_view signature, std::string_vi
     x.id = *id;
     x.filled = *status == "FILLED";
     x.qty = quantity{qty_v->integer};
-    x.exec_id = *exec_id;
+    // An exec_id past the bound is cut as a status query's is (bounded_exec_id). Refusing it
+    // would not stop the exchange repeating the report: the trade would settle only by a status
+    // query, and the refused report would come back for good. The engine settles a trade once,
+    // whatever its exec_id says.
+    x.exec_id = bounded_exec_id(*exec_id);
     x.executed_at = *executed_at;
     if (x.filled) {
         const auto price_text = text("fill_price");

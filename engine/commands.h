@@ -7,10 +7,12 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
 #include "engine/events.h"
+#include "engine/limits.h"
 #include "engine/money.h"
 #include "engine/types.h"
 
@@ -60,9 +62,20 @@ struct apply_execution {
     quantity qty;         // must equal the trade's quantity when filled (no partial fills)
     money fill_price;
     errc reason = errc::exchange_rejected;  // when rejected
-    std::string exec_id;
+    std::string exec_id;  // at most limits::exec_id_max bytes: see bounded_exec_id
     timestamp_ms executed_at = 0;
 };
+
+// An exchange's execution id as brokerd keeps it: whole when it fits limits::exec_id_max bytes,
+// else its longest prefix that fits and does not end inside a UTF-8 sequence. Callbacks and
+// status queries both keep ids this way, so a report reads the same by either path.
+[[nodiscard]] inline std::string bounded_exec_id(std::string_view id) {
+    if (id.size() <= limits::exec_id_max) return std::string(id);
+    std::size_t end = limits::exec_id_max;
+    // Back off over continuation bytes (10xxxxxx) to the start of the sequence that was cut.
+    while (end > 0 && (static_cast<unsigned char>(id[end]) & 0xC0) == 0x80) --end;
+    return std::string(id.substr(0, end));
+}
 
 // Queries change nothing and produce no events.
 struct get_trade {

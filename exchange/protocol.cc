@@ -22,7 +22,7 @@ std::optional<apply_execution> parse_order_status(const order& o, std::string_vi
     x.qty = o.qty;
     std::int64_t qty = 0;
     if (!doc["quantity"].get(qty)) x.qty = quantity{qty};
-    if (!doc["exec_id"].get(exec_id)) x.exec_id = std::string(exec_id.substr(0, limits::exec_id_max));
+    if (!doc["exec_id"].get(exec_id)) x.exec_id = bounded_exec_id(exec_id);
     if (!doc["executed_at"].get(executed_at)) x.executed_at = parse_rfc3339_ms(executed_at).value_or(0);
     if (x.filled) {
         std::string_view price;

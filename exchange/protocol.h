@@ -26,7 +26,7 @@ namespace broker::exchange {
 // "fill_price","reason","exec_id","executed_at"}) for order `o`, the order that was asked about;
 // nullopt while the order is still working (any other status) or when the body is unusable
 // (not JSON, or a fill without a valid fill_price). Lenient where the engine decides anyway:
-// `quantity` defaults to o.qty, `exec_id` is cut to limits::exec_id_max, a missing or malformed
+// `quantity` defaults to o.qty, `exec_id` is cut by bounded_exec_id, a missing or malformed
 // `executed_at` is 0, and a rejection reason the broker does not know (or that is not an
 // exchange reason) is errc::exchange_rejected.
 [[nodiscard]] std::optional<apply_execution> parse_order_status(const order& o,

@@ -300,6 +300,27 @@ TEST_CASE("a signed but malformed callback is refused with 422 and changes nothi
     CHECK(f.svc.s.last_sequence == before);
 }
 
+TEST_CASE(
+    "a signed report with an over-long exec_id is applied with the id cut, and acknowledged "
+    "again") {
+    // As a status query keeps it: refusing the report would not stop the exchange repeating it.
+    fixture f;
+    f.open("alice");
+    REQUIRE(f.call("POST", "/v1/trades", f.token("alice"),
+                   R"({"symbol":"AAPL","side":"BUY","quantity":10})")
+                .status == 201);
+    const std::string long_id = "X" + std::string(limits::exec_id_max + 35, '7');
+    const std::string body =
+        R"({"order_id":"0000000000000001","exec_id":")" + long_id +
+        R"(","status":"FILLED","quantity":10,"fill_price":"101.2500","executed_at":"2027-01-15T08:00:00.000Z"})";
+    f.deliver_twice(body, exchange::sign_callback("exchange-secret", now_ms / 1000, body));
+    REQUIRE(f.svc.closed.contains(1));
+    CHECK(f.svc.closed.at(1).status == trade_status::filled);
+    CHECK(f.svc.closed.at(1).exec_id == long_id.substr(0, limits::exec_id_max));
+    CHECK(f.svc.s.find_customer("alice")->cash.ticks ==
+          10'000 * limits::ticks_per_usd - 10 * 1'012'500);
+}
+
 TEST_CASE("a retried client_order_id returns the original trade, and another body is refused") {
     fixture f;
     f.open("alice");

@@ -115,6 +115,18 @@ TEST_CASE("quantity, exec_id and executed_at are taken leniently; the engine che
         REQUIRE(x.has_value());
         CHECK(x->exec_id == long_id.substr(0, limits::exec_id_max));
     }
+    SUBCASE("a long exec_id is not cut inside a UTF-8 sequence") {
+        // 63 ASCII bytes, then "é" (2 bytes) across the 64-byte bound, then more.
+        const std::string head(limits::exec_id_max - 1, 'e');
+        const auto x = parse_order_status(
+            o, R"({"status":"FILLED","fill_price":"1","exec_id":")" + head + "\u00e9xyz\"}");
+        REQUIRE(x.has_value());
+        CHECK(x->exec_id == head);
+        CHECK(bounded_exec_id(head + "\xc3\xa9") == head);      // 65 bytes: the é goes
+        CHECK(bounded_exec_id(head + "e") == head + "e");       // 64 bytes: kept whole
+        CHECK(bounded_exec_id(head + "\xe2\x82\xac") == head);  // a 3-byte sequence, cut
+        CHECK(bounded_exec_id(std::string(200, 'a')).size() == limits::exec_id_max);
+    }
     SUBCASE("a malformed executed_at is 0") {
         const auto x = parse_order_status(
             o, R"({"status":"FILLED","fill_price":"1","executed_at":"yesterday"})");
