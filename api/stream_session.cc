@@ -1,9 +1,6 @@
 #include "api/stream_session.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <boost/asio/dispatch.hpp>
@@ -17,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "api/gathered_stream.h"
 #include "api/json.h"
 
 namespace broker::api {
@@ -228,14 +226,17 @@ private:
         if (!outer && !writing_ && !outbound_.empty()) do_write();
     }
 
-    // Each frame is one Beast write and so one sendmsg; on loopback and on a LAN each sendmsg is
-    // also a TCP segment of its own, which the peer's kernel receives, wakes its reader for and
-    // acknowledges. A placement and its submission reach the stream together, as do backlog
-    // batches: with more than one frame queued the socket is corked (TCP_CORK), so that the
-    // frames leave in as few segments as fit, and uncorked as soon as the queue is empty. The
-    // kernel sends corked data after 200 ms on its own, so a missed uncork delays, never loses.
+    // Each frame is one Beast write. A placement and its submission reach the stream together,
+    // as do backlog batches: while more frames wait behind the one being written, the writes are
+    // held (gathered_stream.h), and the last frame's write takes every held one along, so that
+    // a batch leaves in one sendmsg (and as few segments as fit) instead of one per frame.
     void do_write() {
-        if (!corked_ && outbound_.size() > 1) set_cork(true);
+        auto& gather = ws_.next_layer();
+        if (outbound_.size() > 1) {
+            gather.hold();
+        } else {
+            gather.release();
+        }
         writing_ = true;
         ws_.async_write(net::buffer(outbound_.front()),
                         beast::bind_front_handler(&stream_session::on_write, shared_from_this()));
@@ -245,20 +246,9 @@ private:
         writing_ = false;
         if (ec) return fail(ec, "write");
         outbound_.pop_front();
-        if (phase_ == phase::closing || phase_ == phase::done) return set_cork(false);
+        if (phase_ == phase::closing || phase_ == phase::done) return;
         if (!outbound_.empty()) return do_write();
-        set_cork(false);
         if (phase_ == phase::catching_up) queue_together([&] { catch_up(); });
-    }
-
-    void set_cork(bool on) {
-        if (corked_ == on) return;
-        corked_ = on;
-        auto& socket = beast::get_lowest_layer(ws_).socket();
-        if (!socket.is_open()) return;
-        const int value = on ? 1 : 0;
-        // Failure only costs the coalescing; the frames go out either way.
-        (void)::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &value, sizeof value);
     }
 
     void do_read() {
@@ -311,14 +301,15 @@ private:
 
     void stop(phase next) {
         phase_ = next;
-        set_cork(false);  // the close frame, if any, goes out at once
+        // Frames already held go out ahead of the close frame, if one is sent.
+        ws_.next_layer().release();
         sub_.reset();
         pending_.clear();
         // The frame being written must outlive its write.
         while (outbound_.size() > (writing_ ? 1U : 0U)) outbound_.pop_back();
     }
 
-    websocket::stream<beast::tcp_stream> ws_;
+    websocket::stream<gathered_stream<beast::tcp_stream>> ws_;
     http::request<http::string_body> upgrade_;
     services& svc_;
     std::string customer_id_;
@@ -332,7 +323,6 @@ private:
     bool anchored_ = false;             // last_sent_ is known (?since given, or one update sent)
     bool writing_ = false;
     bool queuing_ = false;  // inside queue_together: frames are queued, not yet written
-    bool corked_ = false;   // TCP_CORK is on (do_write)
     std::optional<websocket::close_reason> close_after_accept_;
     phase phase_ = phase::accepting;
 };

@@ -1474,10 +1474,10 @@ class ApiTest(BrokerTestCase):
         ws_close(ws5)
 
     @dump_logs_on_failure
-    def test_a_commits_updates_reach_the_stream_without_waiting_for_the_kernel(self):
-        # A placement and its submission reach the stream in one batch, written with the socket
-        # corked (TCP_CORK) and uncorked once the batch is out. Were the uncork missed, the kernel
-        # would hold both frames for its cork timer (200 ms); they normally take milliseconds.
+    def test_a_commits_updates_reach_the_stream_at_once(self):
+        # A placement and its submission reach the stream in one batch, whose frames are held
+        # back and written together with the last of them. Were the last write to leave them
+        # held, they would wait for the next update; they normally take milliseconds.
         cid = "ws-cork"
         b, ws = self.streaming_customer(cid, "100000.0000", sim_latency_ms=1)
         waits = []
