@@ -44,6 +44,14 @@ std::string json_escape(std::string_view text) {
     return out;
 }
 
+std::string echoed(std::string_view text) {
+    if (text.size() <= echo_max) return std::string(text);
+    std::size_t end = echo_max;
+    // Back off over continuation bytes (10xxxxxx) to the start of the sequence that was cut.
+    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+    return std::string(text.substr(0, end)) + "...";
+}
+
 std::string error_json(std::string_view code, std::string_view message) {
     return fmt::format(R"({{"code":"{}","message":"{}"}})", json_escape(code),
                        json_escape(message));
@@ -141,8 +149,7 @@ result<std::vector<std::pair<std::string, json_value>>, json_error> convert_obje
         for (const auto& [seen, _] : out) {
             if (seen == key) {
                 return unexpected{json_error{"duplicate_field",
-                                             fmt::format("field '{}' appears twice",
-                                                         json_escape(key))}};
+                                             fmt::format("field '{}' appears twice", echoed(key))}};
             }
         }
         auto v = convert(value, allow_nested);

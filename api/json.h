@@ -21,6 +21,11 @@ namespace broker::api {
 // Appends `text` JSON-escaped (without quotes) to `out`.
 void append_json_escaped(std::string& out, std::string_view text);
 [[nodiscard]] std::string error_json(std::string_view code, std::string_view message);
+// Client text (a field, parameter or symbol name) as an error message quotes it: at most
+// echo_max bytes, cut where no UTF-8 sequence is split, with "..." when cut. Not escaped here:
+// error_json escapes the whole message.
+inline constexpr std::size_t echo_max = 64;
+[[nodiscard]] std::string echoed(std::string_view text);
 [[nodiscard]] std::string trade_json(const trade& t);
 // Appends the trade JSON object to `out` (what trade_json returns).
 void append_trade_json(std::string& out, const trade& t);

@@ -176,8 +176,13 @@ router::router(services& svc, router_config config)
 
 std::optional<router::caller> router::authenticate(std::string_view authorization,
                                                    const responder& respond) {
-    constexpr std::string_view scheme = "Bearer ";
-    if (authorization.size() <= scheme.size() || authorization.substr(0, scheme.size()) != scheme) {
+    // The scheme's name is case-insensitive (RFC 9110 11.1): "bearer" and "BEARER" are Bearer.
+    constexpr std::string_view scheme = "bearer ";
+    const auto same_letters = [](char want, char got) {
+        return got == want || (got >= 'A' && got <= 'Z' && got - 'A' + 'a' == want);
+    };
+    if (authorization.size() <= scheme.size() ||
+        !std::equal(scheme.begin(), scheme.end(), authorization.begin(), same_letters)) {
         respond(error(401, "unauthorized", "a Bearer token is required"));
         return std::nullopt;
     }
@@ -268,8 +273,8 @@ void router::dispatch(const route_spec& r, const caller& who, const std::vector<
     const bool takes_query = r.id == route_id::list_trades ||
                              r.id == route_id::trade_by_client_order_id || r.id == route_id::stream;
     if (!takes_query && !q.empty()) {
-        return respond(invalid_parameter(fmt::format("unknown query parameter '{}'",
-                                                     json_escape(q.front().first))));
+        return respond(invalid_parameter(
+            fmt::format("unknown query parameter '{}'", echoed(q.front().first))));
     }
     switch (r.id) {
         case route_id::place_trade: return place_trade(who, req.body, std::move(respond));
@@ -311,8 +316,8 @@ result<stream_request, http_response> router::authorize_stream(const http_reques
     for (const auto& [name, value] : *q) {
         if (name == "access_token") continue;
         if (name != "since") {
-            return unexpected{invalid_parameter(fmt::format("unknown query parameter '{}'",
-                                                            json_escape(name)))};
+            return unexpected{
+                invalid_parameter(fmt::format("unknown query parameter '{}'", echoed(name)))};
         }
         std::uint64_t since = 0;
         const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), since);
@@ -403,8 +408,8 @@ void router::place_trade(const caller& who, std::string_view body, responder res
     auto obj = parse_object(body);
     if (!obj) return respond(error(400, obj.error().code, obj.error().message));
     if (auto extra = unknown_field(*obj, {"symbol", "side", "quantity", "client_order_id"})) {
-        return respond(error(422, "unknown_field",
-                             fmt::format("unknown field '{}'", json_escape(*extra))));
+        return respond(
+            error(422, "unknown_field", fmt::format("unknown field '{}'", echoed(*extra))));
     }
     const json_value* sym_v = field(*obj, "symbol");
     const json_value* side_v = field(*obj, "side");
@@ -437,8 +442,8 @@ void router::place_trade(const caller& who, std::string_view body, responder res
     }
     const auto price = svc_.quote(*sym);
     if (!price) {
-        return respond(error(422, "unknown_symbol",
-                             fmt::format("{} is not listed", json_escape(sym_v->text))));
+        return respond(
+            error(422, "unknown_symbol", fmt::format("{} is not listed", echoed(sym_v->text))));
     }
     ::broker::place_trade cmd{who.customer_id, coid, *sym, *trade_side, quantity{qty_v->integer},
                               price, svc_.market_open(svc_.now()), svc_.collar_bps()};
@@ -510,8 +515,8 @@ void router::list_trades(const caller& who, const query& q, responder respond) {
             if (!id || id->value == 0) return respond(invalid_parameter("after is a trade_id"));
             after = *id;
         } else {
-            return respond(invalid_parameter(fmt::format("unknown query parameter '{}'",
-                                                         json_escape(name))));
+            return respond(
+                invalid_parameter(fmt::format("unknown query parameter '{}'", echoed(name))));
         }
     }
     auto render = [this, who, filter, sym, limit, after](outcome& o) {
@@ -599,8 +604,8 @@ void router::modify_trade(const caller& who, std::string_view id_text, std::stri
     auto obj = parse_object(body);
     if (!obj) return respond(error(400, obj.error().code, obj.error().message));
     if (auto extra = unknown_field(*obj, {"quantity"})) {
-        return respond(error(422, "unknown_field",
-                             fmt::format("unknown field '{}'", json_escape(*extra))));
+        return respond(
+            error(422, "unknown_field", fmt::format("unknown field '{}'", echoed(*extra))));
     }
     const json_value* qty_v = field(*obj, "quantity");
     if (qty_v == nullptr) return respond(error(422, "missing_field", "quantity is required"));
@@ -645,8 +650,8 @@ void router::open_customer(std::string_view id, std::string_view body, responder
     auto obj = parse_object(body, true);
     if (!obj) return respond(error(400, obj.error().code, obj.error().message));
     if (auto extra = unknown_field(*obj, {"cash", "positions"})) {
-        return respond(error(422, "unknown_field",
-                             fmt::format("unknown field '{}'", json_escape(*extra))));
+        return respond(
+            error(422, "unknown_field", fmt::format("unknown field '{}'", echoed(*extra))));
     }
     const json_value* cash_v = field(*obj, "cash");
     if (cash_v == nullptr || cash_v->type != json_value::kind::string) {
@@ -666,8 +671,8 @@ void router::open_customer(std::string_view id, std::string_view body, responder
         for (const auto& [ticker, count] : pos_v->members) {
             const auto sym = parse_symbol(ticker);
             if (!sym || !svc_.quote(*sym)) {
-                return respond(error(422, "unknown_symbol",
-                                     fmt::format("{} is not listed", json_escape(ticker))));
+                return respond(
+                    error(422, "unknown_symbol", fmt::format("{} is not listed", echoed(ticker))));
             }
             if (count.type != json_value::kind::integer || count.out_of_range ||
                 count.integer < 0 || count.integer > limits::opening_position_max) {

@@ -1,12 +1,16 @@
 #include "api/server.h"
 
-#include <atomic>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
-#include <spdlog/spdlog.h>
+#include <optional>
+#include <string_view>
 
 #include "api/json.h"
 
@@ -22,6 +26,46 @@ namespace {
 
 // Beast 1.74 has its own string_view; the router takes std::string_view.
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+
+// A Sec-WebSocket-Key that is the base64 of 16 bytes (RFC 6455 4.2.1): 21 characters of 6 bits,
+// a 22nd that carries the last 2 bits (its other 4 are zero), and the padding "==".
+bool is_websocket_key(std::string_view key) {
+    const auto base64 = [](char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '+' || c == '/';
+    };
+    if (key.size() != 24 || key[22] != '=' || key[23] != '=') return false;
+    if (!std::all_of(key.begin(), key.begin() + 21, base64)) return false;
+    return key[21] == 'A' || key[21] == 'Q' || key[21] == 'g' || key[21] == 'w';
+}
+
+// What Beast's handshake would refuse with a plain-text answer, refused first as the API's JSON
+// errors: a WebSocket version other than 13 (426, naming the version spoken) and a missing or
+// malformed key (400).
+std::optional<http_response> handshake_error(const http::request<http::string_body>& req) {
+    if (req.count(http::field::sec_websocket_version) != 1 ||
+        req[http::field::sec_websocket_version] != "13") {
+        return http_response{
+            426, error_json("upgrade_required", "this server speaks WebSocket version 13"), {}, 0};
+    }
+    if (req.count(http::field::sec_websocket_key) != 1 ||
+        !is_websocket_key(view(req[http::field::sec_websocket_key]))) {
+        return http_response{
+            400,
+            error_json("bad_request", "Sec-WebSocket-Key must be the base64 of 16 bytes"),
+            {},
+            0};
+    }
+    return std::nullopt;
+}
+
+// Headers a request may carry once: with two, which one a proxy checked and which one reached
+// here could differ.
+std::optional<std::string_view> repeated_header(const http::request<http::string_body>& req) {
+    if (req.count(http::field::authorization) > 1) return "Authorization";
+    if (req.count("X-Exchange-Signature") > 1) return "X-Exchange-Signature";
+    return std::nullopt;
+}
 
 class session : public std::enable_shared_from_this<session> {
 public:
@@ -100,6 +144,14 @@ private:
         keep_alive_ = request_.keep_alive();
         head_ = request_.method() == http::verb::head;
         stream_.expires_never();  // the engine answers; a slow engine is not the client's fault
+        if (const auto name = repeated_header(request_)) {
+            return write(http_response{
+                400,
+                error_json("bad_request",
+                           fmt::format("the {} header appears more than once", *name)),
+                {},
+                0});
+        }
         if (websocket::is_upgrade(request_) && request_.method() == http::verb::get &&
             router::is_stream_target(view(request_.target()))) {
             return upgrade();
@@ -116,6 +168,7 @@ private:
     }
 
     void upgrade() {
+        if (auto refused = handshake_error(request_)) return write(std::move(*refused));
         const http_request req{view(request_.method_string()), view(request_.target()),
                                view(request_[http::field::authorization]), {}, {}};
         auto allowed = router_.authorize_stream(req);
@@ -147,6 +200,12 @@ private:
         response_.set(http::field::cache_control, "no-store");
         if (!r.allow.empty()) response_.set(http::field::allow, r.allow);
         if (r.status == 401) response_.set(http::field::www_authenticate, "Bearer");
+        if (r.status == 426) {
+            // The protocol to upgrade to, and the WebSocket version spoken (RFC 9110 15.5.22,
+            // RFC 6455 4.4).
+            response_.set(http::field::upgrade, "websocket");
+            response_.set(http::field::sec_websocket_version, "13");
+        }
         if (r.retry_after_s > 0) {
             response_.set(http::field::retry_after, std::to_string(r.retry_after_s));
         } else if (r.status == 503) {

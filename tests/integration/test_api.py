@@ -348,6 +348,15 @@ class ApiTest(BrokerTestCase):
         tampered = ".".join([parts[0], b64url(json.dumps({"sub": other,
                                                           "exp": now + 3600}).encode()),
                              parts[2]])
+        def upgrade(version="13", key="dGhlIHNhbXBsZSBub25jZQ=="):
+            lines = [b"GET /v1/stream HTTP/1.1", b"Host: x", b"Connection: Upgrade",
+                     b"Upgrade: websocket"]
+            if version is not None:
+                lines.append(b"Sec-WebSocket-Version: " + version.encode())
+            if key is not None:
+                lines.append(b"Sec-WebSocket-Key: " + key.encode())
+            return raw(b"\r\n".join(lines) + b"\r\n" + auth + b"\r\n")
+
         big_headers = b"".join(b"X-Pad-%03d: %s\r\n" % (i, b"p" * 80) for i in range(120))
         big_request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + big_headers + b"\r\n"
 
@@ -396,6 +405,32 @@ class ApiTest(BrokerTestCase):
             ("token with bytes that are not UTF-8",
              raw(b"GET /v1/account HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe.\x80.\x81"
                  b"\r\n\r\n"), 401, {"unauthorized"}, E),
+            ("two Authorization headers",
+             raw(b"GET /v1/account HTTP/1.1\r\nHost: x\r\n" + auth
+                 + ("Authorization: Bearer %s\r\n\r\n" % tok_b).encode()), 400,
+             {"bad_request"}, E),
+            ("two X-Exchange-Signature headers",
+             raw(b"POST /v1/exchange/callbacks HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\n"
+                 + ("X-Exchange-Signature: %s\r\n" % sign_callback(EXCHANGE_SECRET, now, fill))
+                 .encode() + b"X-Exchange-Signature: t=1,v1=00\r\n"
+                 + b"Content-Length: %d\r\n\r\n" % len(fill) + fill), 400, {"bad_request"}, E),
+            # --- WebSocket handshakes Beast would refuse in plain text (RFC 6455 4.2.1)
+            ("WebSocket version 8", upgrade(version="8"), 426, {"upgrade_required"}, E),
+            ("WebSocket version abc", upgrade(version="abc"), 426, {"upgrade_required"}, E),
+            ("WebSocket upgrade without a version", upgrade(version=None), 426,
+             {"upgrade_required"}, E),
+            ("WebSocket upgrade without a key", upgrade(key=None), 400, {"bad_request"}, E),
+            ("empty Sec-WebSocket-Key", upgrade(key=""), 400, {"bad_request"}, E),
+            ("Sec-WebSocket-Key abc", upgrade(key="abc"), 400, {"bad_request"}, E),
+            ("Sec-WebSocket-Key of 200 characters", upgrade(key="A" * 200), 400,
+             {"bad_request"}, E),
+            ("Sec-WebSocket-Key of 17 bytes", upgrade(key="dGhlIHNhbXBsZSBub25jZXg="), 400,
+             {"bad_request"}, E),
+            ("Sec-WebSocket-Key with padding bits set", upgrade(key="dGhlIHNhbXBsZSBub25jZR=="),
+             400, {"bad_request"}, E),
+            ("Sec-WebSocket-Key outside base64", upgrade(key="dGhlIHNhbXBsZSBub25j*Q=="), 400,
+             {"bad_request"}, E),
             # --- wrong methods on known routes
             ("PUT on /v1/trades", get("/v1/trades", method="PUT"), 405,
              {"method_not_allowed"}, ("GET", "POST")),
@@ -1472,6 +1507,69 @@ class ApiTest(BrokerTestCase):
         tail = self.placed(b, cid, "AAPL", "BUY", 1)["trade_id"]
         self.check_frames(ws_read(ws5, 3, timeout=10), cid, last + 1, [tail])
         ws_close(ws5)
+
+    @dump_logs_on_failure
+    def test_handshakes_schemes_and_echoed_names_follow_the_rfcs(self):
+        b = self.start_broker([])
+        cid = "rfc-a"
+        self.open_customer(b, cid, "1000.0000")
+        tok = b.token(cid)
+
+        # The auth scheme's name is case-insensitive (RFC 9110 11.1).
+        for scheme in ("bearer", "BEARER", "BeArEr"):
+            st, body, _ = http_full(b.port, "GET", "/v1/account",
+                                    headers={"Authorization": "%s %s" % (scheme, tok)})
+            self.assertEqual((st, body.get("customer_id") if isinstance(body, dict) else body),
+                             (200, cid), scheme)
+        st, body, _ = http_full(b.port, "GET", "/v1/account",
+                                headers={"Authorization": "Bearerx " + tok})
+        self.assert_error(st, body, 401, {"unauthorized"}, "scheme Bearerx")
+
+        # A 426 names what to upgrade to and the WebSocket version spoken (RFC 9110 15.5.22,
+        # RFC 6455 4.4), for a plain GET and for a wrong version alike.
+        st, body, headers = http_full(b.port, "GET", "/v1/stream", token=tok)
+        self.assert_error(st, body, 426, {"upgrade_required"}, "plain GET /v1/stream")
+        self.assertEqual((headers.get("upgrade"), headers.get("sec-websocket-version")),
+                         ("websocket", "13"), headers)
+        st, body, headers = http_full(b.port, "GET", "/v1/stream", token=tok, headers={
+            "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "8",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        self.assert_error(st, body, 426, {"upgrade_required"}, "WebSocket version 8")
+        self.assertEqual(headers.get("sec-websocket-version"), "13", headers)
+
+        # A well-formed handshake (RFC 6455's own sample key) still opens the stream.
+        s = socket.create_connection((HOST, b.port), timeout=5)
+        try:
+            s.sendall(("GET /v1/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                       "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       "Authorization: Bearer %s\r\n\r\n" % tok).encode())
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 4096:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+        finally:
+            s.close()
+        self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+        self.assertIn(b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", head)
+
+        # Client names quoted in an error are cut to 64 bytes and escaped once.
+        long_name = "n" * 10_000
+        st, body, _ = http_full(b.port, "POST", "/v1/trades", token=tok,
+                                body='{"symbol":"AAPL","side":"BUY","quantity":1,"%s":1}'
+                                % long_name)
+        self.assert_error(st, body, 422, {"unknown_field"}, "a 10,000-byte field name")
+        self.assertEqual(body["message"], "unknown field '%s...'" % ("n" * 64), body)
+        st, body, _ = http_full(b.port, "POST", "/v1/trades", token=tok,
+                                body='{"symbol":"AAPL","side":"BUY","quantity":1,"a\\"b":1}')
+        self.assert_error(st, body, 422, {"unknown_field"}, "a field name with a quote")
+        self.assertEqual(body["message"], "unknown field 'a\"b'", body)
+        st, body, _ = http_full(b.port, "GET", "/v1/trades?%s=1" % quote_param("\u00e9" * 40), token=tok)
+        self.assert_error(st, body, 422, {"invalid_parameter"}, "a long non-ASCII parameter")
+        self.assertEqual(body["message"], "unknown query parameter '%s...'" % ("\u00e9" * 32),
+                         body)
 
     @dump_logs_on_failure
     def test_a_commits_updates_reach_the_stream_at_once(self):
