@@ -160,7 +160,10 @@ options parse(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        std::exit(app.exit(e));
+        // --help and --help-all are "errors" with exit code 0 in CLI11; let it print them. Any
+        // other is one line (CLI11's own adds a second).
+        if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) std::exit(app.exit(e));
+        die(e.what());
     }
     if (o.jwt_secret.empty()) die("a JWT secret is required (--jwt-secret or BROKER_JWT_SECRET)");
     if (o.exchange != "sim") {

@@ -53,7 +53,10 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        // --help is an "error" with exit code 0 in CLI11; any other is one line and exit 2.
+        if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+        fmt::print(stderr, "broker-replay: {}\n", e.what());
+        return 2;
     }
     auto opened = broker::journal::store::open(data_dir, /*read_only=*/true);
     if (!opened) {

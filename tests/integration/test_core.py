@@ -17,7 +17,9 @@ import json
 import os
 import random
 import re
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -373,6 +375,39 @@ class CoreTest(BrokerTestCase):
             self.assertEqual(rc, 0, "broker-replay --until %d: %s %s" % (half, stdout, stderr))
             self.assertIsInstance(out, dict, stdout)
             self.assertEqual(out.get("sequence"), half, out)
+
+    # ------------------------------------------------------------------------------------------
+    def test_bad_arguments_get_one_line_and_a_non_zero_exit(self):
+        # The command-line contract: a one-line reason on bad arguments, and --help still works.
+        with tempfile.TemporaryDirectory(prefix="broker-args-") as tmp:
+            data = os.path.join(tmp, "data")
+            cases = [
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--no-such-flag"]),
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", "s",
+                             "--holidays", os.path.join(tmp, "missing.txt")]),
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", "s",
+                             "--sim-reject-rate", "2"]),
+                ("broker-replay", ["--no-such-flag"]),
+                ("broker-replay", ["--data-dir", data, "--until", "abc"]),
+                ("brokerctl", ["token", "--no-such-flag"]),
+            ]
+            if os.access(harness.binary("exchange-sim"), os.X_OK):
+                cases.append(("exchange-sim", ["--no-such-flag"]))
+            for name, args in cases:
+                p = subprocess.run([harness.binary(name)] + args, capture_output=True, text=True,
+                                   timeout=30)
+                what = "%s %s -> %d, stdout %r, stderr %r" % (name, " ".join(args), p.returncode,
+                                                             p.stdout, p.stderr)
+                self.assertNotEqual(p.returncode, 0, what)
+                self.assertEqual(p.stdout, "", what)
+                self.assertEqual(len(p.stderr.splitlines()), 1, what)
+                self.assertTrue(p.stderr.strip(), what)
+                self.assertFalse(os.path.exists(data), "%s created its data dir" % what)
+            for name in ("brokerd", "broker-replay", "brokerctl"):
+                p = subprocess.run([harness.binary(name), "--help"], capture_output=True,
+                                   text=True, timeout=30)
+                self.assertEqual(p.returncode, 0, "%s --help: %r" % (name, p.stderr))
+                self.assertIn("--", p.stdout, "%s --help printed no options" % name)
 
     # ------------------------------------------------------------------------------------------
     @dump_logs_on_failure
