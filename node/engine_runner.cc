@@ -189,9 +189,25 @@ void engine_runner::maintenance_loop() {
         watch_disk();
         const timestamp_ms t = now();
         (void)submit(find_stuck_trades{t - config_.watchdog_ms, 10'000}, [this](api::outcome o) {
-            for (const auto& stuck : o.open_trades) gateway_->reconcile(order_for(stuck));
-            if (!o.open_trades.empty()) {
-                spdlog::info("watchdog: asked the exchange about {} trades", o.open_trades.size());
+            std::vector<std::uint64_t> stuck;
+            stuck.reserve(o.open_trades.size());
+            for (const auto& s : o.open_trades) stuck.push_back(s.id.value);
+            std::vector<std::uint64_t> ask;
+            {
+                std::lock_guard guard(reconcile_mutex_);
+                ask = reconcile_schedule_.due(stuck, std::chrono::steady_clock::now());
+            }
+            // `ask` keeps the order of `stuck`.
+            std::size_t next = 0;
+            for (const auto& s : o.open_trades) {
+                if (next == ask.size()) break;
+                if (s.id.value != ask[next]) continue;
+                gateway_->reconcile(order_for(s));
+                ++next;
+            }
+            if (!ask.empty()) {
+                spdlog::info("watchdog: asked the exchange about {} of {} stuck trades", ask.size(),
+                             stuck.size());
             }
         });
         (void)submit(expire_placed{t - config_.placed_max_age_ms, 10'000}, [](api::outcome o) {

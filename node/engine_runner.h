@@ -14,6 +14,7 @@
 // disk and nothing of it has been seen outside.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -30,6 +31,7 @@
 #include "engine/state.h"
 #include "exchange/gateway.h"
 #include "journal/store.h"
+#include "node/reconcile_schedule.h"
 #include "node/stream_hub.h"
 
 namespace broker::node {
@@ -199,6 +201,12 @@ private:
     std::optional<snapshot_job> snapshot_job_;  // handed from the engine to the snapshot thread
     bool snapshot_busy_ = false;  // a child is encoding, or its snapshot is being stored
     bool snapshot_stop_ = false;
+    // When each stuck trade is asked about again: at once, then after watchdog_ms, doubling up
+    // to 8 x watchdog_ms (reconcile_schedule.h). Used by the watchdog's completions.
+    std::mutex reconcile_mutex_;
+    reconcile_schedule reconcile_schedule_{
+        std::chrono::milliseconds(std::max<std::int64_t>(config_.watchdog_ms, 50)),
+        std::chrono::milliseconds(std::max<std::int64_t>(config_.watchdog_ms, 50) * 8)};
     std::thread maintenance_thread_;
     std::mutex maintenance_mutex_;
     std::condition_variable maintenance_cv_;

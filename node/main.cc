@@ -111,8 +111,10 @@ options parse(int argc, char** argv) {
                    "extra NYSE holidays and early closes, one 'YYYY-MM-DD holiday|early_close' a line")
         ->check(CLI::ExistingFile);
     app.add_option("--watchdog-ms", o.watchdog_ms,
-                   "reconcile trades at the exchange this long without news")
-        ->check(CLI::Range(std::int64_t{100}, std::int64_t{3'600'000}))->capture_default_str();
+                   "reconcile trades at the exchange this long without news (asked again after "
+                   "twice as long each time, up to 8 times this)")
+        ->check(CLI::Range(std::int64_t{100}, std::int64_t{3'600'000}))
+        ->capture_default_str();
     app.add_option("--placed-max-age-ms", o.placed_max_age_ms,
                    "reject trades still waiting to be sent after this long (reason expired)")
         ->check(CLI::Range(std::int64_t{1'000}, std::int64_t{86'400'000}))->capture_default_str();

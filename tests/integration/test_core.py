@@ -377,6 +377,29 @@ class CoreTest(BrokerTestCase):
             self.assertEqual(out.get("sequence"), half, out)
 
     # ------------------------------------------------------------------------------------------
+    @dump_logs_on_failure
+    def test_the_watchdog_asks_about_a_stuck_trade_less_often_the_longer_it_stays_stuck(self):
+        # The simulated exchange takes a minute to fill; the watchdog finds the trade stuck after
+        # 200 ms and asks at once, then after 200, 400, 800 and 1600 ms (the bound, 8 x 200).
+        # Asking every round (100 ms apart) would be over 30 asks in these 3.5 s.
+        b = self.start_broker(["--sim-latency-ms", "60000", "--sim-reject-rate", "0",
+                               "--sim-duplicate-rate", "0", "--watchdog-ms", "200"])
+        self.open_customer(b, "stuck", "1000.0000")
+        st, t = b.request("POST", "/v1/trades", {"symbol": "AAPL", "side": "BUY", "quantity": 1},
+                          token=b.token("stuck"))
+        self.assertEqual(st, 201, t)
+        time.sleep(3.5)
+        log = ""
+        for path in (b.stdout_path, b.stderr_path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                log += f.read()
+        asks = len(re.findall(r"watchdog: asked the exchange about 1 (?:of 1 stuck )?trades", log))
+        self.assertGreaterEqual(asks, 3, log[-3000:])
+        self.assertLessEqual(asks, 7, log[-3000:])
+        st, t = b.request("GET", "/v1/trades/" + t["trade_id"], token=b.token("stuck"))
+        self.assertEqual((st, t["status"]), (200, "IN_PROGRESS"), t)
+
+    # ------------------------------------------------------------------------------------------
     def test_bad_arguments_get_one_line_and_a_non_zero_exit(self):
         # The command-line contract: a one-line reason on bad arguments, and --help still works.
         with tempfile.TemporaryDirectory(prefix="broker-args-") as tmp:
