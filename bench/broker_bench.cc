@@ -183,12 +183,32 @@ double cpu_s_of(int pid) {
     return stat_cpu_s(read_text(fmt::format("/proc/{}/stat", pid)));
 }
 
-// CPU time of every thread of the given processes: "pid/tid" -> (thread name, seconds). Threads
-// are told apart by id, so that two samples can be subtracted per thread; the report sums them by
-// name (io-0, engine, rocksdb:high; nginx's workers are processes, so by their pids).
+// A thread's context switches so far, from /proc/PID/task/TID/status: voluntary ones are the
+// thread going to sleep (to be woken later), involuntary ones the scheduler taking its core away.
+struct switches {
+    std::uint64_t voluntary = 0;
+    std::uint64_t involuntary = 0;
+};
+switches switches_in(const std::string& status) {
+    switches out;
+    const auto field = [&](std::string_view name) -> std::uint64_t {
+        const auto at = status.find(name);
+        if (at == std::string::npos) return 0;
+        return std::strtoull(status.c_str() + at + name.size(), nullptr, 10);
+    };
+    out.voluntary = field("\nvoluntary_ctxt_switches:");
+    out.involuntary = field("\nnonvoluntary_ctxt_switches:");
+    return out;
+}
+
+// CPU time and context switches of every thread of the given processes: "pid/tid" -> (thread
+// name, seconds, switches). Threads are told apart by id, so that two samples can be subtracted
+// per thread; the report sums them by name (io-0, engine, rocksdb:high; nginx's workers are
+// processes, so by their pids).
 struct thread_time {
     std::string name;
     double cpu_s = 0;
+    switches sw;
 };
 std::map<std::string, thread_time> thread_cpu_of(const std::vector<int>& pids) {
     std::map<std::string, thread_time> out;
@@ -199,10 +219,20 @@ std::map<std::string, thread_time> thread_cpu_of(const std::vector<int>& pids) {
             thread_time t;
             t.cpu_s = stat_cpu_s(read_text(task.path() / "stat"), &t.name);
             if (t.cpu_s < 0) continue;  // the thread ended while we looked
+            t.sw = switches_in(read_text(task.path() / "status"));
             out.emplace(fmt::format("{}/{}", pid, task.path().filename().string()), std::move(t));
         }
     }
     return out;
+}
+
+// This process's context switches, all threads, ended ones included (the load's threads have
+// ended by the time the last sample is taken).
+switches own_switches() {
+    rusage u{};
+    if (getrusage(RUSAGE_SELF, &u) != 0) return {};
+    return switches{static_cast<std::uint64_t>(u.ru_nvcsw),
+                    static_cast<std::uint64_t>(u.ru_nivcsw)};
 }
 
 // Busy CPU seconds of the whole machine, all cores (from the first line of /proc/stat).
@@ -222,6 +252,7 @@ struct cpu_account {
     double machine_busy_s = 0;
     double server_s = 0;
     double client_s = 0;
+    switches client_switches;
     bool server_known = false;
     std::map<std::string, thread_time> server_threads;
 
@@ -230,6 +261,7 @@ struct cpu_account {
         a.server_threads = thread_cpu_of(server_pids);
         a.machine_busy_s = machine_busy_seconds();
         a.client_s = cpu_s_of(getpid());
+        a.client_switches = own_switches();
         a.server_known = !server_pids.empty();
         for (const int pid : server_pids) {
             const double c = cpu_s_of(pid);
@@ -1132,12 +1164,19 @@ int main(int argc, char** argv) {
         const double cores = static_cast<double>(std::max(1u, std::thread::hardware_concurrency()));
         // Per thread name: what each thread used over the load, and per answered request.
         // Threads that ended during the load are missing here but counted in server_s.
+        // A thread that started during the load counts from zero.
+        const auto grew = [](std::uint64_t after, std::uint64_t before) {
+            return after >= before ? after - before : 0;
+        };
         std::map<std::string, double> by_name;
+        std::map<std::string, switches> switches_by_name;
         for (const auto& [key, after] : cpu_after.server_threads) {
             double before = 0;
+            switches sw_before;
             if (const auto it = cpu_before.server_threads.find(key);
                 it != cpu_before.server_threads.end()) {
                 before = it->second.cpu_s;
+                sw_before = it->second.sw;
             }
             // A thread name is 15 bytes the program chose; keep the JSON valid whatever they are.
             std::string name = after.name;
@@ -1145,6 +1184,9 @@ int main(int argc, char** argv) {
                 if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') c = '_';
             }
             by_name[name] += std::max(0.0, after.cpu_s - before);
+            auto& sw = switches_by_name[name];
+            sw.voluntary += grew(after.sw.voluntary, sw_before.voluntary);
+            sw.involuntary += grew(after.sw.involuntary, sw_before.involuntary);
         }
         std::vector<std::pair<std::string, double>> ranked(by_name.begin(), by_name.end());
         std::stable_sort(ranked.begin(), ranked.end(),
@@ -1153,26 +1195,33 @@ int main(int argc, char** argv) {
         double threads_s = 0;
         for (const auto& [name, cpu] : ranked) {
             if (threads.size() > 1) threads += ',';
+            const auto& sw = switches_by_name[name];
             threads += fmt::format(
-                R"({{"name":"{}","cpu_s":{:.3f},"us_per_request":{}}})", name, cpu,
+                R"({{"name":"{}","cpu_s":{:.3f},"us_per_request":{},)"
+                R"("voluntary_switches":{},"involuntary_switches":{}}})",
+                name, cpu,
                 counts.answered > 0
                     ? fmt::format("{:.2f}", cpu * 1e6 / static_cast<double>(counts.answered))
-                    : "null");
+                    : "null",
+                sw.voluntary, sw.involuntary);
             threads_s += cpu;
         }
         threads += ']';
         cpu_json = fmt::format(
             R"({{"wall_s":{:.3f},"cores":{},"machine_busy_s":{:.3f},"client_s":{:.3f},)"
+            R"("client_voluntary_switches":{},"client_involuntary_switches":{},)"
             R"("server_s":{},"others_s":{},"others_share":{},"server_us_per_request":{},)"
             R"("server_threads":{},"server_threads_ended_s":{}}})",
-            wall, cores, busy, client, known ? fmt::format("{:.3f}", server) : "null",
+            wall, cores, busy, client,
+            grew(cpu_after.client_switches.voluntary, cpu_before.client_switches.voluntary),
+            grew(cpu_after.client_switches.involuntary, cpu_before.client_switches.involuntary),
+            known ? fmt::format("{:.3f}", server) : "null",
             known ? fmt::format("{:.3f}", busy - client - server) : "null",
             known ? fmt::format("{:.3f}", (busy - client - server) / (cores * wall)) : "null",
             known && counts.answered > 0
                 ? fmt::format("{:.2f}", server * 1e6 / static_cast<double>(counts.answered))
                 : "null",
-            known ? threads : "null",
-            known ? fmt::format("{:.3f}", server - threads_s) : "null");
+            known ? threads : "null", known ? fmt::format("{:.3f}", server - threads_s) : "null");
     }
 
     std::string counters_json = "{";

@@ -177,7 +177,19 @@ def compare(results):
         # The journal's commit-time histogram over the phase: mean and how many took over 5 ms.
         took_s = counters.get("broker_journal_commit_seconds_sum")
         within_5ms = counters.get('broker_journal_commit_seconds_bucket{le="0.005"}')
-        return {"us_per_request_by_thread": threads, "commits": commits,
+        # Context switches per answered request, voluntary (went to sleep, to be woken again) and
+        # involuntary (preempted), by thread, and of broker-bench itself.
+        switches = {}
+        if answered:
+            for t in cpu.get("server_threads") or []:
+                if t.get("voluntary_switches") is not None:
+                    switches[t["name"]] = (t["voluntary_switches"] / answered,
+                                           t["involuntary_switches"] / answered)
+            if cpu.get("client_voluntary_switches") is not None:
+                switches["broker-bench"] = (cpu["client_voluntary_switches"] / answered,
+                                            cpu["client_involuntary_switches"] / answered)
+        return {"us_per_request_by_thread": threads, "switches_per_request": switches,
+                "commits": commits,
                 "requests_per_commit": (answered / commits) if commits else None,
                 "commit_ms_mean": (1000 * took_s / commits) if commits and took_s is not None
                 else None,
@@ -301,6 +313,27 @@ def compare(results):
         lines.append("(a commit: the journal's write and its fdatasync, from brokerd's "
                      "`broker_journal_commit_seconds`; then brokerd's CPU per answered request by "
                      "thread, in µs)")
+    switch_phases = [(n, c) for n, c in cpu_by_phase.items() if c.get("switches_per_request")]
+    if switch_phases:
+        names = []
+        for _, c in switch_phases:
+            for k, (v, i) in sorted(c["switches_per_request"].items(), key=lambda kv: -sum(kv[1])):
+                if v + i >= 0.01 and k not in names and k != "broker-bench":
+                    names.append(k)
+        names.append("broker-bench")
+        lines.append("")
+        lines.append("| context switches per request | " + " | ".join(names) + " |")
+        lines.append("|---|" + "---:|" * len(names))
+        for n, c in switch_phases:
+            cells = []
+            for k in names:
+                v, i = c["switches_per_request"].get(k, (0, 0))
+                cells.append(f"{v:.2f} + {i:.2f}")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("(voluntary + involuntary, per answered request: a voluntary switch is a thread "
+                     "going to sleep until something wakes it, an involuntary one the scheduler "
+                     "giving its core to another thread)")
     la = machine.get("loadavg_at_start")
     lines.append("")
     lines.append(f"machine: {machine.get('nproc')} x {machine.get('cpu_model')}, {machine.get('ram_gib')} GiB, "

@@ -10,7 +10,8 @@ Run:  python3 tests/integration/test_bench.py --bin-dir build [-v]
      three histograms have equal counts and mean(latency) = mean(lag) + mean(send -> answer);
      every placement is followed by its FILLED on the stream; the per-second timeline adds up;
      brokerd holds as many trades, all FILLED, as broker-bench counted placements; brokerd's CPU
-     by thread adds up to its process figure, and its commits come from its /metrics;
+     by thread adds up to its process figure, and its commits come from its /metrics; context
+     switches are counted per thread of brokerd's, and for broker-bench's ended threads too;
   3. closed loop bounded by --max-requests: exactly that many requests, no open-loop fields.
 Loads are small (hundreds of requests) and bounded in count and time: this checks the harness,
 not brokerd's speed.
@@ -116,6 +117,20 @@ class BenchTest(BrokerTestCase):
         # Each commit carries at least one placement or fill; each placement at most two.
         self.assertGreater(commits, 0)
         self.assertLessEqual(commits, 2 * r["answered"] + 10)
+        # Context switches by thread, and broker-bench's own. At 300 requests a second the engine
+        # has nothing queued after most commits and sleeps until the next request or fill: at
+        # least once per two commits.
+        for t in threads.values():
+            for k in ("voluntary_switches", "involuntary_switches"):
+                self.assertIsInstance(t[k], int, t)
+                self.assertGreaterEqual(t[k], 0, t)
+        self.assertGreaterEqual(threads["engine"]["voluntary_switches"], commits // 2, threads)
+        self.assertGreater(threads["io-0"]["voluntary_switches"], 0, threads)
+        # broker-bench's io thread sleeps in epoll_wait for each request's due time, its answer and
+        # its stream updates (about 3.6 times a request here); it has ended by the time the last
+        # sample is taken and must still be counted (its main thread alone made about 150).
+        self.assertGreaterEqual(cpu["client_voluntary_switches"], r["answered"], cpu)
+        self.assertGreaterEqual(cpu["client_involuntary_switches"], 0, cpu)
         self.assertIsNone(r["server_counters"]["broker_no_such_counter_total"])
         # One series of a labelled family, named with its labels; a growth in fractions.
         self.assertEqual(r["server_counters"]['broker_journal_commit_seconds_bucket{le="+Inf"}'],
@@ -144,6 +159,8 @@ class BenchTest(BrokerTestCase):
         self.assertIsNone(closed["service_us"])
         self.assertEqual(closed["server_counters"], {})
         self.assertIsNone(closed["cpu"]["server_s"])  # no --server-pid: nothing to account
+        self.assertIsNone(closed["cpu"]["server_threads"])
+        self.assertGreaterEqual(closed["cpu"]["client_voluntary_switches"], 0)
         self.assertEqual(trades_by_status(b), {"FILLED": r["placed"] + 200})
 
 
