@@ -86,6 +86,8 @@ std::optional<tcp::endpoint> parse_endpoint(const std::string& text) {
     return tcp::endpoint(address, static_cast<unsigned short>(port));
 }
 
+constexpr std::size_t jwt_secret_min_bytes = 32;
+
 std::string random_secret() {
     unsigned char bytes[32];
     if (RAND_bytes(bytes, sizeof bytes) != 1) die("no randomness for the exchange secret");
@@ -119,7 +121,8 @@ options parse(int argc, char** argv) {
                    "reject trades still waiting to be sent after this long (reason expired)")
         ->check(CLI::Range(std::int64_t{1'000}, std::int64_t{86'400'000}))->capture_default_str();
     app.add_flag("--demo", o.demo, "open funded demo customers and print a curl line");
-    app.add_option("--jwt-secret", o.jwt_secret, "HS256 secret for client tokens")
+    app.add_option("--jwt-secret", o.jwt_secret,
+                   "HS256 secret for client tokens, at least 32 bytes")
         ->envname("BROKER_JWT_SECRET");
     app.add_option("--exchange-secret", o.exchange_secret,
                    "HMAC secret of exchange callbacks (embedded exchange: random when unset)")
@@ -168,6 +171,14 @@ options parse(int argc, char** argv) {
         die(e.what());
     }
     if (o.jwt_secret.empty()) die("a JWT secret is required (--jwt-secret or BROKER_JWT_SECRET)");
+    // RFC 7518 3.2: an HS256 key must be at least as long as the hash, 256 bits. A shorter one
+    // is a guessable secret that anyone can mint customer and admin tokens with.
+    if (o.jwt_secret.size() < jwt_secret_min_bytes) {
+        die(
+            fmt::format("the JWT secret is {} bytes; HS256 needs at least {} (e.g. `openssl rand "
+                        "-hex 32`)",
+                        o.jwt_secret.size(), jwt_secret_min_bytes));
+    }
     if (o.exchange != "sim") {
         if (!broker::exchange::parse_http_origin(o.exchange)) {
             die(fmt::format("--exchange: '{}' is neither 'sim' nor http://HOST:PORT", o.exchange));

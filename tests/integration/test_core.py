@@ -404,12 +404,15 @@ class CoreTest(BrokerTestCase):
         # The command-line contract: a one-line reason on bad arguments, and --help still works.
         with tempfile.TemporaryDirectory(prefix="broker-args-") as tmp:
             data = os.path.join(tmp, "data")
+            secret = "s" * 32
             cases = [
                 ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--no-such-flag"]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", "s",
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
                              "--holidays", os.path.join(tmp, "missing.txt")]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", "s",
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
                              "--sim-reject-rate", "2"]),
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1",
+                             "--jwt-secret", secret[:31]]),
                 ("broker-replay", ["--no-such-flag"]),
                 ("broker-replay", ["--data-dir", data, "--until", "abc"]),
                 ("brokerctl", ["token", "--no-such-flag"]),
@@ -426,6 +429,15 @@ class CoreTest(BrokerTestCase):
                 self.assertEqual(len(p.stderr.splitlines()), 1, what)
                 self.assertTrue(p.stderr.strip(), what)
                 self.assertFalse(os.path.exists(data), "%s created its data dir" % what)
+            # A guessable JWT secret is refused (RFC 7518 3.2: 256 bits for HS256); 32 bytes pass
+            # that check and fail on the next bad argument instead.
+            def brokerd_stderr(secret_arg, *more):
+                return subprocess.run([harness.binary("brokerd"), "--data-dir", data, "--listen",
+                                       "127.0.0.1:1", "--jwt-secret", secret_arg] + list(more),
+                                      capture_output=True, text=True, timeout=30).stderr
+            self.assertIn("needs at least 32", brokerd_stderr(secret[:31]))
+            self.assertIn("holidays", brokerd_stderr(secret, "--holidays",
+                                                     os.path.join(tmp, "missing.txt")))
             for name in ("brokerd", "broker-replay", "brokerctl"):
                 p = subprocess.run([harness.binary(name), "--help"], capture_output=True,
                                    text=True, timeout=30)
