@@ -9,8 +9,11 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <cctype>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "api/json.h"
 
@@ -64,6 +67,79 @@ std::optional<http_response> handshake_error(const http::request<http::string_bo
 std::optional<std::string_view> repeated_header(const http::request<http::string_body>& req) {
     if (req.count(http::field::authorization) > 1) return "Authorization";
     if (req.count("X-Exchange-Signature") > 1) return "X-Exchange-Signature";
+    return std::nullopt;
+}
+
+// The comma-separated codings of every line of a header, lowercased, without whitespace.
+std::vector<std::string> codings(const http::request<http::string_body>& req, http::field name) {
+    std::vector<std::string> out;
+    const auto [first, last] = req.equal_range(name);
+    for (auto line = first; line != last; ++line) {
+        const std::string_view value = view(line->value());
+        std::size_t at = 0;
+        while (at <= value.size()) {
+            const std::size_t comma = std::min(value.find(',', at), value.size());
+            std::string token;
+            for (const char c : value.substr(at, comma - at)) {
+                if (c != ' ' && c != '\t')
+                    token += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            }
+            out.push_back(std::move(token));
+            at = comma + 1;
+        }
+    }
+    return out;
+}
+
+struct refusal {
+    http_response response;
+    bool close = false;  // the stream position is not to be trusted after this request
+};
+
+// Transfer and content codings brokerd does not take:
+// - a last transfer coding other than chunked, chunked twice or an empty coding: the body's
+//   length cannot be known (RFC 9112 6.3: 400, then close), and what Beast left unread could be
+//   taken for another request;
+// - another transfer coding before chunked (`gzip, chunked`): the body is read, but it would
+//   have to be decoded. RFC 9112 6.1 suggests 501; a 4xx tells clients, which retry a 5xx, that
+//   the request itself has to change, and keeps bad input from ever getting a 5xx;
+// - a body with a Content-Encoding other than identity (RFC 7694: 415).
+std::optional<refusal> coding_error(const http::request<http::string_body>& req) {
+    const auto transfer = codings(req, http::field::transfer_encoding);
+    if (!transfer.empty()) {
+        const auto chunked = std::count(transfer.begin(), transfer.end(), "chunked");
+        const bool empty = std::find(transfer.begin(), transfer.end(), "") != transfer.end();
+        if (transfer.back() != "chunked" || chunked > 1 || empty) {
+            return refusal{http_response{400,
+                                         error_json("bad_request",
+                                                    "Transfer-Encoding must end in chunked, once; "
+                                                    "or send Content-Length"),
+                                         {},
+                                         0},
+                           true};
+        }
+        if (transfer.size() > 1) {
+            return refusal{
+                http_response{400,
+                              error_json("unsupported_transfer_encoding",
+                                         "chunked is the only transfer coding brokerd takes"),
+                              {},
+                              0},
+                false};
+        }
+    }
+    if (!req.body().empty()) {
+        for (const auto& coding : codings(req, http::field::content_encoding)) {
+            if (coding == "identity") continue;
+            return refusal{
+                http_response{415,
+                              error_json("unsupported_content_encoding",
+                                         "send the body as plain JSON, without a content coding"),
+                              {},
+                              0},
+                false};
+        }
+    }
     return std::nullopt;
 }
 
@@ -151,6 +227,10 @@ private:
                            fmt::format("the {} header appears more than once", *name)),
                 {},
                 0});
+        }
+        if (auto refused = coding_error(request_)) {
+            if (refused->close) keep_alive_ = false;
+            return write(std::move(refused->response));
         }
         if (websocket::is_upgrade(request_) && request_.method() == http::verb::get &&
             router::is_stream_target(view(request_.target()))) {
