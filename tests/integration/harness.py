@@ -281,7 +281,8 @@ def close_thread_connections():
 class Broker:
     """One brokerd process on a data dir. Logs go to files in the work dir."""
 
-    def __init__(self, workdir, name="node", jwt_secret="integration-test-secret-0f3a9c17e2b4d865", args=(),
+    def __init__(self, workdir, name="node",
+                 jwt_secret="integration-test-secret-0f3a9c17e2b4d865", args=(),
                  healthz_timeout=20.0):
         self.workdir = workdir
         self.name = name

@@ -407,9 +407,9 @@ class ApiTest(BrokerTestCase):
                  [b"1000\r\n" + b" " * 4096 + b"\r\n"] * 5 + [b"0\r\n\r\n"]),
              413, {"body_too_large"}, E),
             # --- transfer and content codings brokerd does not decode (RFC 9112 6.1 and 6.3,
-            # RFC 7694), all answered with a 4xx. A body whose length is unknown must not be read as another request: the
-            # one hidden below would place a trade, which the digest check after the catalogue
-            # would see.
+            # RFC 7694), all answered with a 4xx. A body whose length is unknown must not be
+            # read as another request: the one hidden below would place a trade, which the
+            # digest check after the catalogue would see.
             ("Transfer-Encoding gzip, chunked",
              raw(b"POST /v1/trades HTTP/1.1\r\nHost: x\r\n" + auth
                  + b"Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
