@@ -188,7 +188,22 @@ def compare(results):
             if cpu.get("client_voluntary_switches") is not None:
                 switches["broker-bench"] = (cpu["client_voluntary_switches"] / answered,
                                             cpu["client_involuntary_switches"] / answered)
+        # Each request's time in brokerd's engine path by stage, from the growth of the
+        # broker_request_stage_seconds buckets over the phase: the bound of the first bucket
+        # holding half and 99% of the requests (an upper bound on p50 and p99, in ms).
+        stages = {}
+        for stage in ("queued", "round", "handoff"):
+            prefix = 'broker_request_stage_seconds_bucket{stage="%s",le="' % stage
+            grown = sorted((float(k[len(prefix):-2]), v) for k, v in counters.items()
+                           if k.startswith(prefix) and v is not None)
+            if not grown or not grown[-1][1]:
+                continue
+            total = grown[-1][1]
+            stages[stage] = {
+                q: next((1000 * le for le, n in grown if n >= share * total), None)
+                for q, share in (("p50_ms", 0.5), ("p99_ms", 0.99))}
         return {"us_per_request_by_thread": threads, "switches_per_request": switches,
+                "stage_ms_bounds": stages,
                 "commits": commits,
                 "requests_per_commit": (answered / commits) if commits else None,
                 "commit_ms_mean": (1000 * took_s / commits) if commits and took_s is not None
@@ -313,6 +328,27 @@ def compare(results):
         lines.append("(a commit: the journal's write and its fdatasync, from brokerd's "
                      "`broker_journal_commit_seconds`; then brokerd's CPU per answered request by "
                      "thread, in µs)")
+    stage_phases = [(n, c) for n, c in cpu_by_phase.items() if c.get("stage_ms_bounds")]
+    if stage_phases:
+        stages = ("queued", "round", "handoff")
+
+        def bound(v):
+            return "n/a" if v is None else ("> 1000" if v == float("inf") else f"<= {v:g}")
+
+        lines.append("")
+        lines.append("| request in brokerd's engine path, ms | "
+                     + " | ".join(f"{s} p50 | {s} p99" for s in stages) + " |")
+        lines.append("|---|" + "---:|" * (2 * len(stages)))
+        for n, c in stage_phases:
+            b = c["stage_ms_bounds"]
+            cells = []
+            for s in stages:
+                cells += [bound((b.get(s) or {}).get("p50_ms")), bound((b.get(s) or {}).get("p99_ms"))]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("(brokerd's `broker_request_stage_seconds`: queued, waiting for the engine's next "
+                     "round; round, deciding that round and its group commit; handoff, from the commit "
+                     "to the IO thread taking the answer. Bucket bounds: the true value is at most this)")
     switch_phases = [(n, c) for n, c in cpu_by_phase.items() if c.get("switches_per_request")]
     if switch_phases:
         names = []

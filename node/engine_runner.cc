@@ -28,6 +28,10 @@ namespace broker::node {
 
 namespace {
 
+// The stages of broker_request_stage_seconds, indexes into stage_seconds_.
+enum stage : std::size_t { stage_queued, stage_round, stage_handoff };
+constexpr std::array<std::string_view, 3> stage_names{"queued", "round", "handoff"};
+
 exchange::order order_for(const trade& t) {
     return exchange::order{t.id, t.sym, t.trade_side, t.qty, t.limit_price};
 }
@@ -127,22 +131,19 @@ std::string engine_runner::metrics_text() {
         "broker_memory_bytes{{part=\"heap_in_use\"}} {}\n"
         "broker_memory_bytes{{part=\"heap_free\"}} {}\n",
         db.memtables, db.table_readers, db.block_cache, heap.uordblks + heap.hblkhd, heap.fordblks);
-    // Cumulative buckets, as Prometheus histograms have them; the count is their sum as read
-    // here, so that the lines agree with each other even while commits go on.
     text +=
         "# HELP broker_journal_commit_seconds Time of each group commit: the journal's write and "
         "its fdatasync.\n# TYPE broker_journal_commit_seconds histogram\n";
-    std::uint64_t cumulative = 0;
-    for (std::size_t i = 0; i < commit_counts_.size(); ++i) {
-        cumulative += commit_counts_[i].load(std::memory_order_relaxed);
-        const std::string le =
-            i < commit_bounds_s.size() ? fmt::format("{}", commit_bounds_s[i]) : "+Inf";
-        text +=
-            fmt::format("broker_journal_commit_seconds_bucket{{le=\"{}\"}} {}\n", le, cumulative);
+    commit_seconds_.render(text, "broker_journal_commit_seconds");
+    text +=
+        "# HELP broker_request_stage_seconds Time of each API request in the engine path, by "
+        "stage: queued (waiting for the engine's next round), round (deciding that round and "
+        "its group commit), handoff (from the commit to the IO thread taking the answer).\n"
+        "# TYPE broker_request_stage_seconds histogram\n";
+    for (std::size_t i = 0; i < stage_names.size(); ++i) {
+        (*stage_seconds_)[i].render(text, "broker_request_stage_seconds",
+                                    fmt::format("stage=\"{}\"", stage_names[i]));
     }
-    text += fmt::format(
-        "broker_journal_commit_seconds_sum {:.6f}\nbroker_journal_commit_seconds_count {}\n",
-        static_cast<double>(commit_ns_total_.load(std::memory_order_relaxed)) / 1e9, cumulative);
     text += fmt::format(
         "# HELP broker_journal_sequence Sequence of the last durable journal record.\n"
         "# TYPE broker_journal_sequence gauge\nbroker_journal_sequence {}\n"
@@ -287,6 +288,7 @@ bool engine_runner::submit_digest(api::completion done) {
 }
 
 bool engine_runner::enqueue(request r) {
+    r.queued = std::chrono::steady_clock::now();
     {
         std::lock_guard lock(inbound_mutex_);
         // A bounded queue: past the bound the client is told to back off (503) instead of
@@ -303,13 +305,17 @@ bool engine_runner::enqueue(request r) {
 }
 
 bool engine_runner::enqueue_all(std::vector<request>& rs) {
+    const auto now = std::chrono::steady_clock::now();
     {
         std::lock_guard lock(inbound_mutex_);
         if (stopping_ || storage_full_.load(std::memory_order_relaxed) ||
             inbound_.size() + rs.size() > config_.inbound_max) {
             return false;
         }
-        for (auto& r : rs) inbound_.push_back(std::move(r));
+        for (auto& r : rs) {
+            r.queued = now;
+            inbound_.push_back(std::move(r));
+        }
         if (pacing_ && inbound_.size() < config_.batch_max) return true;
     }
     inbound_cv_.notify_one();
@@ -344,6 +350,7 @@ void engine_runner::engine_loop() {
             }
         }
         batch b;
+        b.started = std::chrono::steady_clock::now();
         const timestamp_ms t = now();
         for (auto& r : taken) process(r, t, b);
         taken.clear();
@@ -371,12 +378,19 @@ void engine_runner::finish(batch& b) {
     // Durable now: the orders go to the exchange, then the answers. One hand-off per IO thread
     // and round, not one per reply: each thread renders the answers to its own connections and
     // writes them without another hand-off.
+    const auto committed = std::chrono::steady_clock::now();
     gateway_->submit_all(b.orders);
     for (std::size_t origin = 0; origin < b.replies.size(); ++origin) {
         if (b.replies[origin].empty()) continue;
         auto replies = std::make_shared<std::vector<reply>>(std::move(b.replies[origin]));
-        post_to_io_(origin, [replies] {
-            for (auto& r : *replies) r.done(std::move(r.result));
+        post_to_io_(origin, [replies, stages = stage_seconds_, started = b.started, committed] {
+            const auto taken = std::chrono::steady_clock::now();
+            (*stages)[stage_round].add(committed - started, replies->size());
+            (*stages)[stage_handoff].add(taken - committed, replies->size());
+            for (auto& r : *replies) {
+                (*stages)[stage_queued].add(started - r.queued);
+                r.done(std::move(r.result));
+            }
         });
     }
     for (auto& r : b.engine_replies) r.done(std::move(r.result));
@@ -564,7 +578,7 @@ void engine_runner::process(request& r, timestamp_ms t, batch& b) {
         return;
     }
     if (b.replies.size() <= r.origin) b.replies.resize(r.origin + 1);
-    b.replies[r.origin].push_back(reply{std::move(r.done), std::move(result)});
+    b.replies[r.origin].push_back(reply{std::move(r.done), std::move(result), r.queued});
 }
 
 api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch& b) {
@@ -654,7 +668,7 @@ void engine_runner::commit(const journal::write_set& all) {
     const auto started = std::chrono::steady_clock::now();
     auto written = store_.append(all);
     if (written) {
-        count_commit(std::chrono::steady_clock::now() - started);
+        commit_seconds_.add(std::chrono::steady_clock::now() - started);
         committed_sequence_.store(store_.last_sequence(), std::memory_order_relaxed);
         commits_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -668,17 +682,6 @@ void engine_runner::commit(const journal::write_set& all) {
         spdlog::shutdown();
         std::abort();
     }
-}
-
-void engine_runner::count_commit(std::chrono::steady_clock::duration took) {
-    const double seconds = std::chrono::duration<double>(took).count();
-    std::size_t bucket = 0;
-    while (bucket < commit_bounds_s.size() && seconds > commit_bounds_s[bucket]) ++bucket;
-    commit_counts_[bucket].fetch_add(1, std::memory_order_relaxed);
-    commit_ns_total_.fetch_add(
-        static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()),
-        std::memory_order_relaxed);
 }
 
 void engine_runner::watch_disk() {

@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -31,6 +32,7 @@
 #include "engine/state.h"
 #include "exchange/gateway.h"
 #include "journal/store.h"
+#include "node/latency_histogram.h"
 #include "node/reconcile_schedule.h"
 #include "node/stream_hub.h"
 
@@ -117,10 +119,12 @@ private:
         api::completion done;
         bool on_engine = false;  // run `done` on the engine thread, not an IO thread
         std::size_t origin = 0;  // the IO thread `done` runs on (executor_fn)
+        std::chrono::steady_clock::time_point queued{};  // set by enqueue
     };
     struct reply {
         api::completion done;
         api::outcome result;
+        std::chrono::steady_clock::time_point queued{};  // the request's
     };
     // What one round decided, held back until its commit.
     struct batch {
@@ -128,6 +132,7 @@ private:
         std::vector<std::vector<reply>> replies;  // by origin, posted to the IO threads
         std::vector<reply> engine_replies;     // run on the engine thread
         std::vector<exchange::order> orders;
+        std::chrono::steady_clock::time_point started{};  // when the round took its requests
     };
     // A snapshot being encoded by a forked copy of the process.
     struct snapshot_job {
@@ -183,14 +188,14 @@ private:
     std::atomic<std::uint64_t> committed_sequence_{0};  // for metrics; the engine thread sets it
     std::atomic<std::uint64_t> commits_{0};
     std::atomic<std::uint64_t> fill_breaks_{0};  // fills the exchange reported against the terms
-    // How long each group commit took (the journal write and its fdatasync), as a Prometheus
-    // histogram: per-bucket counts (the last one past the largest bound) and the total time.
-    // The engine thread adds; /metrics reads.
-    static constexpr std::array<double, 12> commit_bounds_s{
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
-    std::array<std::atomic<std::uint64_t>, commit_bounds_s.size() + 1> commit_counts_{};
-    std::atomic<std::uint64_t> commit_ns_total_{0};
-    void count_commit(std::chrono::steady_clock::duration took);
+    // How long each group commit took (the journal write and its fdatasync); the engine thread
+    // adds, /metrics reads.
+    latency_histogram commit_seconds_;
+    // Where an API request's time in the engine path goes (see stage_seconds in the .cc): the
+    // IO threads add as they take the answers, /metrics reads.
+    // Shared with the hand-offs in flight, which may run after the runner is gone.
+    std::shared_ptr<std::array<latency_histogram, 3>> stage_seconds_ =
+        std::make_shared<std::array<latency_histogram, 3>>();
     void watch_disk();
     std::chrono::steady_clock::time_point disk_checked_{};  // engine thread only (commit)
 

@@ -135,6 +135,24 @@ class BrokerTestCase(unittest.TestCase):
                 values[name] = float(value)
         return values
 
+    def check_histogram(self, values, name, labels=""):
+        """Checks a Prometheus histogram in read_metrics' values: cumulative buckets by
+        increasing bound that never decrease, +Inf last and equal to the count, something within
+        the largest finite bound. Returns (count, sum)."""
+        prefix = name + "_bucket{" + (labels + "," if labels else "")
+        buckets = [(k[len(prefix):].split('le="', 1)[1].split('"', 1)[0], v)
+                   for k, v in values.items() if k.startswith(prefix + 'le="')]
+        self.assertGreaterEqual(len(buckets), 5, (name, labels, buckets))
+        bounds = [float(le) for le, _ in buckets]
+        self.assertEqual(bounds, sorted(bounds), buckets)
+        self.assertEqual(bounds[-1], float("inf"), buckets)
+        counts = [v for _, v in buckets]
+        self.assertEqual(counts, sorted(counts), buckets)
+        self.assertGreater(counts[-2], 0, "nothing counted within the largest bound")
+        braced = "{%s}" % labels if labels else ""
+        self.assertEqual(counts[-1], values[name + "_count" + braced])
+        return values[name + "_count" + braced], values[name + "_sum" + braced]
+
     def place(self, broker, cid, symbol, side, quantity):
         return broker.request("POST", "/v1/trades",
                               {"symbol": symbol, "side": side, "quantity": quantity},
@@ -533,23 +551,27 @@ class CoreTest(BrokerTestCase):
         self.assertGreater(after["broker_journal_sequence"], before["broker_journal_sequence"] + 10)
         self.assertGreater(after["broker_journal_commits_total"],
                            before["broker_journal_commits_total"])
-        # Every commit's time is in the histogram: cumulative buckets by increasing bound that
-        # never decrease, +Inf equal to the count, and the count equal to the commits counted
+        # Every commit's time is in the histogram, and the count equals the commits counted
         # (nothing commits while the trades are all settled).
         name = "broker_journal_commit_seconds"
-        buckets = [(k.split('le="', 1)[1].split('"', 1)[0], v) for k, v in after.items()
-                   if k.startswith(name + "_bucket{")]
-        self.assertGreaterEqual(len(buckets), 5, buckets)
-        bounds = [float(le) for le, _ in buckets]
-        self.assertEqual(bounds, sorted(bounds), buckets)
-        self.assertEqual(bounds[-1], float("inf"), buckets)
-        counts = [v for _, v in buckets]
-        self.assertEqual(counts, sorted(counts), buckets)
-        self.assertGreater(counts[-2], 0, "no commit counted within the largest bound")
-        self.assertEqual(counts[-1], after[name + "_count"])
-        self.assertEqual(after[name + "_count"], after["broker_journal_commits_total"])
-        self.assertGreater(after[name + "_sum"], 0)
-        self.assertLess(after[name + "_sum"], after[name + "_count"] * 1.0, "over 1 s a commit")
+        count, took = self.check_histogram(after, name)
+        self.assertEqual(count, after["broker_journal_commits_total"])
+        self.assertGreater(took, 0)
+        self.assertLess(took, count * 1.0, "over 1 s a commit")
+        # Each request's time in the engine path, by stage: every request passes all three, so
+        # the three counts agree and grew by at least the six requests made (one opening, five
+        # placements). A request waits for at most a round or two, none near a second.
+        counted = {}
+        for stage in ("queued", "round", "handoff"):
+            count, took = self.check_histogram(after, "broker_request_stage_seconds",
+                                               'stage="%s"' % stage)
+            was = before.get('broker_request_stage_seconds_count{stage="%s"}' % stage, 0)
+            self.assertGreaterEqual(count - was, 6, stage)
+            self.assertLess(took, count * 1.0, stage)
+            counted[stage] = count
+        self.assertEqual(len(set(counted.values())), 1, counted)
+        # A round holds a commit: its time is at least that of the commits, request by request.
+        self.assertGreater(after['broker_request_stage_seconds_sum{stage="round"}'], 0)
         for part in ("journal_memtables", "journal_table_readers", "journal_block_cache",
                      "heap_in_use", "heap_free"):
             self.assertIn('broker_memory_bytes{part="%s"}' % part, after)
