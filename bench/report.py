@@ -343,12 +343,14 @@ def compare(results):
             b = c["stage_ms_bounds"]
             cells = []
             for s in stages:
-                cells += [bound((b.get(s) or {}).get("p50_ms")), bound((b.get(s) or {}).get("p99_ms"))]
+                q = b.get(s) or {}
+                cells += [bound(q.get("p50_ms")), bound(q.get("p99_ms"))]
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append("(brokerd's `broker_request_stage_seconds`: queued, waiting for the engine's next "
-                     "round; round, deciding that round and its group commit; handoff, from the commit "
-                     "to the IO thread taking the answer. Bucket bounds: the true value is at most this)")
+        lines.append("(brokerd's `broker_request_stage_seconds`: queued, waiting for the engine's "
+                     "next round; round, deciding that round and its group commit; handoff, from "
+                     "the commit to the IO thread taking the answer. Bucket bounds: the true value "
+                     "is at most this)")
     switch_phases = [(n, c) for n, c in cpu_by_phase.items() if c.get("switches_per_request")]
     if switch_phases:
         names = []
