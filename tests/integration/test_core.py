@@ -570,7 +570,7 @@ class CoreTest(BrokerTestCase):
             self.assertLess(took, count * 1.0, stage)
             counted[stage] = count
         self.assertEqual(len(set(counted.values())), 1, counted)
-        # A round holds a commit: its time is at least that of the commits, request by request.
+        # Every round holds a commit, which takes time: the rounds' total cannot be zero.
         self.assertGreater(after['broker_request_stage_seconds_sum{stage="round"}'], 0)
         for part in ("journal_memtables", "journal_table_readers", "journal_block_cache",
                      "heap_in_use", "heap_free"):
