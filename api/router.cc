@@ -29,20 +29,79 @@ http_response error_for(errc e) {
 }
 
 // Splits "/a/b?c" into path segments, ignoring the query (none of today's routes take one).
+// Empty segments are kept ("//a", "/a/", "/a//b"), so that such a path matches no route: a
+// proxy or access rule in front that reads paths literally sees the same path brokerd routes.
 std::vector<std::string_view> path_segments(std::string_view target) {
     target = target.substr(0, target.find('?'));
     std::vector<std::string_view> out;
-    while (!target.empty()) {
-        if (target.front() == '/') {
-            target.remove_prefix(1);
-            continue;
-        }
+    if (!target.starts_with('/')) {
+        out.emplace_back();  // "*" or an absolute URI: no route
+        return out;
+    }
+    target.remove_prefix(1);
+    for (;;) {
         const auto end = target.find('/');
         out.push_back(target.substr(0, end));
-        if (out.size() > 8) break;  // no route is this deep; stop splitting hostile paths
-        target = end == std::string_view::npos ? std::string_view{} : target.substr(end);
+        // No route is this deep; stop splitting hostile paths (what is left matches nothing).
+        if (end == std::string_view::npos || out.size() > 8) break;
+        target.remove_prefix(end + 1);
     }
     return out;
+}
+
+// ASCII case-insensitive equality with a lowercase `want`.
+bool same_lowercase(std::string_view got, std::string_view want) {
+    return got.size() == want.size() &&
+           std::equal(want.begin(), want.end(), got.begin(), [](char w, char g) {
+               return g == w || (g >= 'A' && g <= 'Z' && g - 'A' + 'a' == w);
+           });
+}
+
+std::string_view trim_ows(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+// Whether a request's Content-Type says JSON: application/json or a +json suffix type (RFC
+// 6839), with a charset parameter, if any, of UTF-8 (RFC 8259 8.1). A request without the
+// header is taken as JSON too (RFC 9110 8.3 leaves it to the recipient): SDKs that leave it out
+// keep working, while a body declared as something else (a form, text) is refused, not parsed.
+bool json_media_type(std::string_view value) {
+    value = trim_ows(value);
+    if (value.empty()) return true;
+    const auto semicolon = value.find(';');
+    const std::string_view type = trim_ows(value.substr(0, semicolon));
+    constexpr std::string_view application = "application/", suffix = "+json";
+    const bool json = same_lowercase(type, "application/json") ||
+                      (type.size() > application.size() + suffix.size() &&
+                       same_lowercase(type.substr(0, application.size()), application) &&
+                       same_lowercase(type.substr(type.size() - suffix.size()), suffix));
+    if (!json) return false;
+    std::string_view params =
+        semicolon == std::string_view::npos ? std::string_view{} : value.substr(semicolon + 1);
+    while (!params.empty()) {
+        const auto next = params.find(';');
+        const std::string_view param = trim_ows(params.substr(0, next));
+        params = next == std::string_view::npos ? std::string_view{} : params.substr(next + 1);
+        const auto eq = param.find('=');
+        if (eq == std::string_view::npos ||
+            !same_lowercase(trim_ows(param.substr(0, eq)), "charset")) {
+            continue;
+        }
+        std::string_view charset = trim_ows(param.substr(eq + 1));
+        if (charset.size() >= 2 && charset.front() == '"' && charset.back() == '"') {
+            charset = charset.substr(1, charset.size() - 2);
+        }
+        if (!same_lowercase(charset, "utf-8")) return false;
+    }
+    return true;
+}
+
+// The routes whose requests carry a JSON body.
+bool takes_json_body(route_id id) {
+    return id == route_id::place_trade || id == route_id::modify_trade ||
+           id == route_id::open_customer || id == route_id::exchange_callback;
 }
 
 const json_value* field(const std::vector<std::pair<std::string, json_value>>& obj,
@@ -151,7 +210,10 @@ bool matches(std::string_view pattern, const std::vector<std::string_view>& seg)
         }
         const auto end = pattern.find('/');
         const std::string_view want = pattern.substr(0, end);
-        if (i >= seg.size() || (!want.starts_with('{') && want != seg[i])) return false;
+        // A "{name}" takes any segment but an empty one ("/v1/trades/" names no trade).
+        if (i >= seg.size() || seg[i].empty() || (!want.starts_with('{') && want != seg[i])) {
+            return false;
+        }
         ++i;
         pattern = end == std::string_view::npos ? std::string_view{} : pattern.substr(end);
     }
@@ -178,11 +240,8 @@ std::optional<router::caller> router::authenticate(std::string_view authorizatio
                                                    const responder& respond) {
     // The scheme's name is case-insensitive (RFC 9110 11.1): "bearer" and "BEARER" are Bearer.
     constexpr std::string_view scheme = "bearer ";
-    const auto same_letters = [](char want, char got) {
-        return got == want || (got >= 'A' && got <= 'Z' && got - 'A' + 'a' == want);
-    };
     if (authorization.size() <= scheme.size() ||
-        !std::equal(scheme.begin(), scheme.end(), authorization.begin(), same_letters)) {
+        !same_lowercase(authorization.substr(0, scheme.size()), scheme)) {
         respond(error(401, "unauthorized", "a Bearer token is required"));
         return std::nullopt;
     }
@@ -238,6 +297,10 @@ void router::handle(const http_request& req, responder in) {
         http_response r = error(405, "method_not_allowed", fmt::format("use {} on this path", allow));
         r.allow = std::move(allow);
         return respond(std::move(r));
+    }
+    if (takes_json_body(route->id) && !json_media_type(req.content_type)) {
+        return respond(error(415, "unsupported_media_type",
+                             "the body must be JSON: send Content-Type: application/json"));
     }
     const auto q = parse_query(req.target);
     if (!q) return respond(invalid_parameter("the query string is malformed or repeats a name"));

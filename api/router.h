@@ -28,6 +28,7 @@ struct http_request {
     std::string_view authorization;  // the Authorization header, or empty
     std::string_view signature;      // the X-Exchange-Signature header, or empty
     std::string_view body;
+    std::string_view content_type;  // the Content-Type header, or empty
 };
 
 struct http_response {

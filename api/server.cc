@@ -67,6 +67,7 @@ std::optional<http_response> handshake_error(const http::request<http::string_bo
 std::optional<std::string_view> repeated_header(const http::request<http::string_body>& req) {
     if (req.count(http::field::authorization) > 1) return "Authorization";
     if (req.count("X-Exchange-Signature") > 1) return "X-Exchange-Signature";
+    if (req.count(http::field::content_type) > 1) return "Content-Type";
     return std::nullopt;
 }
 
@@ -236,9 +237,12 @@ private:
             router::is_stream_target(view(request_.target()))) {
             return upgrade();
         }
-        http_request req{view(request_.method_string()), view(request_.target()),
+        http_request req{view(request_.method_string()),
+                         view(request_.target()),
                          view(request_[http::field::authorization]),
-                         view(request_["X-Exchange-Signature"]), request_.body()};
+                         view(request_["X-Exchange-Signature"]),
+                         request_.body(),
+                         view(request_[http::field::content_type])};
         auto self = shared_from_this();
         router_.handle(req, [self](http_response r) {
             // Inline on the connection's own thread (its context has one thread), else queued.

@@ -27,13 +27,16 @@ struct fixture {
         return "Bearer " + sign_jwt(claims{sub, "", now_ms / 1000 + 60, 0}, "jwt-secret");
     }
 
-    http_response call(std::string_view method, std::string_view target, std::string_view auth,
-                       std::string_view body = "", std::string_view signature = "") {
+    http_response send(const http_request& req) {
         std::optional<http_response> out;
-        r.handle(http_request{method, target, auth, signature, body},
-                 [&](http_response resp) { out = std::move(resp); });
+        r.handle(req, [&](http_response resp) { out = std::move(resp); });
         REQUIRE(out.has_value());  // every request is answered exactly once
         return *out;
+    }
+
+    http_response call(std::string_view method, std::string_view target, std::string_view auth,
+                       std::string_view body = "", std::string_view signature = "") {
+        return send(http_request{method, target, auth, signature, body});
     }
 
     std::string code_of(const http_response& resp) {
@@ -201,6 +204,14 @@ TEST_CASE("malformed requests get a 4xx JSON error and change nothing") {
         {"DELETE", "/v1/account", "", 405, "method_not_allowed"},
         {"GET", "/v1/nothing", "", 404, "not_found"},
         {"GET", "/", "", 404, "not_found"},
+        // Empty path segments name no route (a literal-minded proxy in front sees another path).
+        {"GET", "//v1/account", "", 404, "not_found"},
+        {"GET", "/v1//account", "", 404, "not_found"},
+        {"GET", "/v1/account/", "", 404, "not_found"},
+        {"POST", "/v1/trades/", R"({"symbol":"AAPL","side":"BUY","quantity":1})", 404, "not_found"},
+        {"DELETE", "/v1/trades/", "", 404, "not_found"},
+        {"GET", "/v1/trades//", "", 404, "not_found"},
+        {"GET", "*", "", 404, "not_found"},
         {"PUT", "/admin/v1/customers/bad%20id", "{\"cash\":\"1\"}", 422, "invalid_customer_id"},
         {"PUT", "/admin/v1/customers/dave", "{\"cash\":1}", 422, "invalid_amount"},
         {"PUT", "/admin/v1/customers/dave", "{\"cash\":\"-1\"}", 422, "invalid_amount"},
@@ -222,6 +233,43 @@ TEST_CASE("malformed requests get a 4xx JSON error and change nothing") {
         CHECK(f.code_of(resp) == r.code);
     }
     CHECK(f.svc.s.last_sequence == before);
+}
+
+TEST_CASE("a body declared as anything but JSON is refused 415 and changes nothing") {
+    fixture f;
+    f.open("alice");
+    const auto alice = f.token("alice");
+    const std::string trade = R"({"symbol":"AAPL","side":"BUY","quantity":1})";
+    const auto place = [&](std::string_view content_type) {
+        return f.send(http_request{"POST", "/v1/trades", alice, {}, trade, content_type});
+    };
+    for (const char* refused :
+         {"application/x-www-form-urlencoded", "text/plain", "text/json",
+          "multipart/form-data; boundary=x", "application/jsonp", "application/+json",
+          "application/json; charset=iso-8859-1", "application/json; charset=\"utf-16\"", "json"}) {
+        CAPTURE(refused);
+        const auto before = f.svc.s.last_sequence;
+        const auto r = place(refused);
+        CHECK(r.status == 415);
+        CHECK(f.code_of(r) == "unsupported_media_type");
+        CHECK(f.svc.s.last_sequence == before);
+    }
+    // The same body under each way of saying JSON, and without the header at all, is placed.
+    for (const char* accepted :
+         {"", "application/json", "Application/JSON", "application/json; charset=utf-8",
+          " application/json ;CHARSET=\"UTF-8\"", "application/json; version=1",
+          "application/vnd.broker+json"}) {
+        CAPTURE(accepted);
+        CHECK(place(accepted).status == 201);
+    }
+    // The other JSON routes check it too; a route without a body does not look at it.
+    CHECK(f.send(http_request{"PUT", "/admin/v1/customers/zed", f.admin, {}, R"({"cash":"1"})",
+                              "text/plain"})
+              .status == 415);
+    CHECK(f.send(http_request{"POST", "/v1/exchange/callbacks", "", "t=1,v1=00", "{}",
+                              "text/plain"})
+              .status == 415);
+    CHECK(f.send(http_request{"GET", "/v1/account", alice, {}, {}, "text/plain"}).status == 200);
 }
 
 TEST_CASE("HEAD is routed as GET, and the Allow header of a GET route names it") {
@@ -539,13 +587,13 @@ TEST_CASE("a store that cannot be read is a 503, never a 404 or a second trade")
 }
 
 TEST_CASE("the server upgrades exactly the paths the router reads as the stream") {
-    for (const char* yes : {"/v1/stream", "/v1/stream/", "/v1//stream", "/v1/stream?since=3",
-                            "/v1/stream/?access_token=x"}) {
+    for (const char* yes : {"/v1/stream", "/v1/stream?since=3", "/v1/stream?access_token=x"}) {
         CAPTURE(yes);
         CHECK(router::is_stream_target(yes));
     }
-    for (const char* no : {"/v1/streams", "/v1/stream/x", "/v2/stream", "/stream", "/v1", "/",
-                           "/v1/trades", "/v1/stream%2F"}) {
+    for (const char* no :
+         {"/v1/streams", "/v1/stream/x", "/v2/stream", "/stream", "/v1", "/", "/v1/trades",
+          "/v1/stream%2F", "/v1/stream/", "/v1//stream", "/v1/stream/?access_token=x"}) {
         CAPTURE(no);
         CHECK_FALSE(router::is_stream_target(no));
     }

@@ -16,6 +16,8 @@
 //   bits 2-3  signature: 0 as given, 1 valid over the body, 2 valid but stale, 3 as given
 //   bits 4-5  entry point: 0 and 3 handle(request), 1 handle_exchange_callback(signature, body),
 //             2 authorize_stream(request)
+//   bits 6-7  Content-Type: 0 none, 1 application/json (every printable seed letter), 2 a form,
+//             3 JSON in ISO-8859-1
 //
 // In seed files the mode is a printable letter: '@' all as given, 'A' alice, 'B' admin, 'C' bob,
 // 'D' signed callback, 'H' stale callback, 'P' callback called directly, 'T' signed callback
@@ -206,6 +208,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             break;
     }
     if (!signature.empty()) req.signature = signature;
+    static constexpr std::string_view content_types[] = {"", "application/json",
+                                                         "application/x-www-form-urlencoded",
+                                                         "application/json; charset=iso-8859-1"};
+    req.content_type = content_types[(mode >> 6) & 3];
 
     memory_services svc = baseline();
     router r(svc, config());

@@ -314,8 +314,8 @@ class ApiTest(BrokerTestCase):
 
         now = int(time.time())
 
-        def post(body, token=tok, path="/v1/trades", method="POST"):
-            return lambda: http_full(port, method, path, body=body, token=token)
+        def post(body, token=tok, path="/v1/trades", method="POST", headers=None):
+            return lambda: http_full(port, method, path, body=body, token=token, headers=headers)
 
         def get(path, token=tok, headers=None, method="GET"):
             return lambda: http_full(port, method, path, token=token, headers=headers)
@@ -336,8 +336,8 @@ class ApiTest(BrokerTestCase):
                            "quantity": 1, "fill_price": "1.0000", "reason": None,
                            "executed_at": rfc3339_now()}).encode()
 
-        def callback(body, signature=None):
-            hdrs = {"Content-Type": "application/json"}
+        def callback(body, signature=None, content_type="application/json"):
+            hdrs = {"Content-Type": content_type}
             if signature is not None:
                 hdrs["X-Exchange-Signature"] = signature
             return lambda: http_full(port, "POST", "/v1/exchange/callbacks", body=body,
@@ -499,6 +499,34 @@ class ApiTest(BrokerTestCase):
             ("GET /admin/v1/nope", get("/admin/v1/nope", token=admin), 404, {"not_found"}, E),
             ("GET /v1/trades:by_client_order_idx",
              get("/v1/trades:by_client_order_idx?client_order_id=cat-1"), 404, {"not_found"}, E),
+            # --- empty path segments name no route
+            ("GET //v1/account", get("//v1/account"), 404, {"not_found"}, E),
+            ("GET /v1//account", get("/v1//account"), 404, {"not_found"}, E),
+            ("GET /v1/account/", get("/v1/account/"), 404, {"not_found"}, E),
+            ("POST /v1/trades/", post(trade(), path="/v1/trades/"), 404, {"not_found"}, E),
+            ("DELETE /v1/trades/", get("/v1/trades/", method="DELETE"), 404, {"not_found"}, E),
+            # --- bodies declared as something other than JSON
+            ("a trade sent as a form",
+             post(trade(), headers={"Content-Type": "application/x-www-form-urlencoded"}), 415,
+             {"unsupported_media_type"}, E),
+            ("a trade sent as text/plain", post(trade(), headers={"Content-Type": "text/plain"}),
+             415, {"unsupported_media_type"}, E),
+            ("a trade in Latin-1",
+             post(trade(), headers={"Content-Type": "application/json; charset=iso-8859-1"}),
+             415, {"unsupported_media_type"}, E),
+            ("a modification sent as a form",
+             post('{"quantity":1}', path="/v1/trades/" + tid, method="PATCH",
+                  headers={"Content-Type": "application/x-www-form-urlencoded"}),
+             415, {"unsupported_media_type"}, E),
+            ("an account opened with a form body",
+             post('{"cash":"1.0000"}', path="/admin/v1/customers/cat-x", method="PUT",
+                  token=admin, headers={"Content-Type": "multipart/form-data; boundary=x"}),
+             415, {"unsupported_media_type"}, E),
+            ("Content-Type twice",
+             raw(b"POST /v1/trades HTTP/1.1\r\nHost: x\r\n" + auth
+                 + b"Content-Type: application/json\r\nContent-Type: text/plain\r\n"
+                 + b"Content-Length: %d\r\n\r\n" % len(trade()) + trade().encode()),
+             400, {"bad_request"}, E),
             # --- bodies that are not JSON objects
             ("truncated JSON", post('{"symbol":"AAPL",'), 400, {"invalid_json"}, E),
             ("empty body", post(b""), 400, {"invalid_json"}, E),
@@ -724,6 +752,9 @@ class ApiTest(BrokerTestCase):
              callback(fill, sign_callback(EXCHANGE_SECRET, now, fill.replace(b"1.0000",
                                                                             b"2.0000"))),
              401, E, E),
+            ("signed exchange callback sent as text/plain",
+             callback(fill, sign_callback(EXCHANGE_SECRET, now, fill), "text/plain"), 415,
+             {"unsupported_media_type"}, E),
             ("signed exchange callback without fields",
              callback(b'{"order_id":"zz"}',
                       sign_callback(EXCHANGE_SECRET, now, b'{"order_id":"zz"}')), 422, E, E),
@@ -1502,11 +1533,10 @@ class ApiTest(BrokerTestCase):
         self.assertEqual(replay, frames)
         ws_close(ws2)
 
-        # With a trailing slash, as every route accepts it, the path still names the stream.
-        ws2 = ws_connect(b.port, token=tok, query="/?since=%d" % (n - 1))
-        self.addCleanup(ws_close, ws2)
-        self.assertEqual(ws_read(ws2, 1, timeout=10), frames[-1:])
-        ws_close(ws2)
+        # Paths are matched as written: with a trailing slash it names no route, stream or not.
+        with self.assertRaises(websocket.WebSocketBadStatusException) as refused:
+            ws_connect(b.port, token=tok, query="/?since=%d" % (n - 1))
+        self.assertEqual(refused.exception.status_code, 404)
 
         # Restart on the same data dir; the durable updates survive.
         self.assertEqual(b.stop(), 0, "brokerd exit code after SIGTERM")
