@@ -6,6 +6,8 @@
 #include <iterator>
 #include <unordered_map>
 
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/rfc7230.hpp>
 #include <spdlog/spdlog.h>
 
 #include "api/json.h"
@@ -49,12 +51,9 @@ std::vector<std::string_view> path_segments(std::string_view target) {
     return out;
 }
 
-// ASCII case-insensitive equality with a lowercase `want`.
-bool same_lowercase(std::string_view got, std::string_view want) {
-    return got.size() == want.size() &&
-           std::equal(want.begin(), want.end(), got.begin(), [](char w, char g) {
-               return g == w || (g >= 'A' && g <= 'Z' && g - 'A' + 'a' == w);
-           });
+// ASCII case-insensitive equality (Beast's, which takes Boost's string_view).
+bool iequals(std::string_view a, std::string_view b) {
+    return boost::beast::iequals({a.data(), a.size()}, {b.data(), b.size()});
 }
 
 std::string_view trim_ows(std::string_view s) {
@@ -70,30 +69,22 @@ std::string_view trim_ows(std::string_view s) {
 bool json_media_type(std::string_view value) {
     value = trim_ows(value);
     if (value.empty()) return true;
-    const auto semicolon = value.find(';');
+    const auto semicolon = std::min(value.find(';'), value.size());
     const std::string_view type = trim_ows(value.substr(0, semicolon));
     constexpr std::string_view application = "application/", suffix = "+json";
-    const bool json = same_lowercase(type, "application/json") ||
+    const bool json = iequals(type, "application/json") ||
                       (type.size() > application.size() + suffix.size() &&
-                       same_lowercase(type.substr(0, application.size()), application) &&
-                       same_lowercase(type.substr(type.size() - suffix.size()), suffix));
+                       iequals(type.substr(0, application.size()), application) &&
+                       iequals(type.substr(type.size() - suffix.size()), suffix));
     if (!json) return false;
-    std::string_view params =
-        semicolon == std::string_view::npos ? std::string_view{} : value.substr(semicolon + 1);
-    while (!params.empty()) {
-        const auto next = params.find(';');
-        const std::string_view param = trim_ows(params.substr(0, next));
-        params = next == std::string_view::npos ? std::string_view{} : params.substr(next + 1);
-        const auto eq = param.find('=');
-        if (eq == std::string_view::npos ||
-            !same_lowercase(trim_ows(param.substr(0, eq)), "charset")) {
-            continue;
+    // The parameters, `;name=value` each, with quoted values unquoted, as Beast reads them.
+    const std::string_view params = value.substr(semicolon);
+    for (const auto& [name, param] :
+         boost::beast::http::param_list{{params.data(), params.size()}}) {
+        if (iequals({name.data(), name.size()}, "charset") &&
+            !iequals({param.data(), param.size()}, "utf-8")) {
+            return false;
         }
-        std::string_view charset = trim_ows(param.substr(eq + 1));
-        if (charset.size() >= 2 && charset.front() == '"' && charset.back() == '"') {
-            charset = charset.substr(1, charset.size() - 2);
-        }
-        if (!same_lowercase(charset, "utf-8")) return false;
     }
     return true;
 }
@@ -241,7 +232,7 @@ std::optional<router::caller> router::authenticate(std::string_view authorizatio
     // The scheme's name is case-insensitive (RFC 9110 11.1): "bearer" and "BEARER" are Bearer.
     constexpr std::string_view scheme = "bearer ";
     if (authorization.size() <= scheme.size() ||
-        !same_lowercase(authorization.substr(0, scheme.size()), scheme)) {
+        !iequals(authorization.substr(0, scheme.size()), scheme)) {
         respond(error(401, "unauthorized", "a Bearer token is required"));
         return std::nullopt;
     }
