@@ -152,9 +152,11 @@ rocksdb::DBOptions db_options(bool read_only) {
     o.env = wal_zero_ahead_env();
     // Every append is a synced WAL write; never leave WAL bytes sitting in a user-space buffer.
     o.manual_wal_flush = false;
-    // Writes are acknowledged only after a synced WAL write, so a torn tail after a crash can only
-    // be a batch nobody was told about: recover to the last complete batch rather than refuse.
-    o.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+    // An incomplete batch at the end of the WAL (the write in progress when the process died) is
+    // dropped; a batch that fails its checksum stops the open, wherever it is. store::open then
+    // tells a torn tail (nobody was told about that batch) from damage with acknowledged batches
+    // behind it, which must never be dropped quietly (open_tolerating_a_torn_tail).
+    o.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
     o.keep_log_file_num = 10;
     // All memtables together stay under this (the fullest is flushed first), so memory does not
     // grow with the number of column families or with history: 8 families x 3 x 16 MiB could
@@ -323,6 +325,15 @@ struct store::impl {
     std::atomic<std::uint64_t> durable_sequence{0};
     bool read_only = false;
     std::string dir;
+    std::vector<std::string> open_warnings;  // store::open_warnings
+
+    // A fresh impl holding the RocksDB of `dir` opened with its WAL read in `mode`, or why not.
+    static result<std::unique_ptr<impl>, rocksdb::Status> open(const std::string& dir,
+                                                               bool read_only,
+                                                               rocksdb::WALRecoveryMode mode);
+    // The chain tip a read-only open of `dir` sees with its WAL read in `mode`; changes nothing.
+    static std::optional<chain_tip> tip_read_with(const std::string& dir,
+                                                  rocksdb::WALRecoveryMode mode);
 
     ~impl() {
         // RocksDB does not flush memtables on close when the WAL is on, so the next open would
@@ -392,17 +403,11 @@ result<ok_t, store_error> store::impl::verify_last_record() const {
 store::store(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 store::~store() = default;
 
-result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, bool read_only) {
-    if (!read_only) {
-        // Snapshot table files a crash left before they were ingested.
-        std::error_code ec;
-        for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-            const std::string name = entry.path().filename().string();
-            if (name.starts_with(snapshot_file_prefix) && name.ends_with(snapshot_file_suffix)) {
-                std::filesystem::remove(entry.path(), ec);
-            }
-        }
-    }
+namespace {
+
+// The column families of the store in `dir`. A store written before snapshots existed has no
+// "snapshots" family, and a read-only open cannot create one: read-only, it goes without.
+std::vector<rocksdb::ColumnFamilyDescriptor> families_of(const std::string& dir, bool read_only) {
     const auto cfo = cf_options();
     const auto sequential = cf_options(key_order::sequential);
     const auto per_customer = cf_options(key_order::per_customer);
@@ -417,31 +422,98 @@ result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, 
         {"snapshots", cfo},
     };
     if (read_only) {
-        // A store written before snapshots existed has no "snapshots" family, and a read-only
-        // open cannot create one: open it without, as a store with no snapshots.
         std::vector<std::string> names;
         const auto listed = rocksdb::DB::ListColumnFamilies(db_options(true), dir, &names);
         if (listed.ok() && std::find(names.begin(), names.end(), "snapshots") == names.end()) {
             families.pop_back();
         }
     }
+    return families;
+}
+
+}  // namespace
+
+result<std::unique_ptr<store::impl>, rocksdb::Status> store::impl::open(
+    const std::string& dir, bool read_only, rocksdb::WALRecoveryMode mode) {
+    const auto families = families_of(dir, read_only);
+    auto options = db_options(read_only);
+    options.wal_recovery_mode = mode;
     auto p = std::make_unique<impl>();
     rocksdb::DB* raw = nullptr;
-    const auto s =
-        read_only ? rocksdb::DB::OpenForReadOnly(db_options(true), dir, families, &p->handles, &raw)
-                  : rocksdb::DB::Open(db_options(false), dir, families, &p->handles, &raw);
+    const auto s = read_only
+                       ? rocksdb::DB::OpenForReadOnly(options, dir, families, &p->handles, &raw)
+                       : rocksdb::DB::Open(options, dir, families, &p->handles, &raw);
     p->db.reset(raw);
     p->read_only = read_only;
     p->dir = dir;
-    if (!s.ok()) return failed(s, fmt::format("opening {}", dir));
+    if (!s.ok()) return unexpected{s};
     BROKER_ASSERT(p->handles.size() == families.size());
+    return p;
+}
 
-    auto tip = p->read_tip(rocksdb::ReadOptions{});
+std::optional<chain_tip> store::impl::tip_read_with(const std::string& dir,
+                                                    rocksdb::WALRecoveryMode mode) {
+    auto p = open(dir, /*read_only=*/true, mode);
+    if (!p) return std::nullopt;
+    auto tip = (*p)->read_tip(rocksdb::ReadOptions{});
+    if (!tip) return std::nullopt;
+    return *tip;
+}
+
+result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, bool read_only) {
+    if (!read_only) {
+        // Snapshot table files a crash left before they were ingested.
+        std::error_code ec;
+        for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+            const std::string name = entry.path().filename().string();
+            if (name.starts_with(snapshot_file_prefix) && name.ends_with(snapshot_file_suffix)) {
+                std::filesystem::remove(entry.path(), ec);
+            }
+        }
+    }
+    auto p = impl::open(dir, read_only, rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords);
+    std::vector<std::string> warnings;
+    if (!p && p.error().IsCorruption()) {
+        // A WAL batch failed its checksum. Two read-only reads of the same files tell what it
+        // is: one stopping at the damage, one skipping it and reading on. If nothing of the
+        // journal lies beyond, it is a torn tail: the batch being written when the machine
+        // stopped, whose sync never returned, so nobody was told about it. If records lie
+        // beyond, they were synced and acknowledged: opening without them would drop them
+        // quietly and hand their sequences and trade ids out again. Refuse, naming them.
+        const std::string damage = p.error().ToString();
+        const auto up_to = impl::tip_read_with(dir, rocksdb::WALRecoveryMode::kPointInTimeRecovery);
+        const auto past =
+            impl::tip_read_with(dir, rocksdb::WALRecoveryMode::kSkipAnyCorruptedRecords);
+        if (up_to && past && past->sequence > up_to->sequence) {
+            return corrupt(fmt::format(
+                "opening {}: the write-ahead log is damaged after record {} ({}), and records "
+                "{} to {} lie behind the damage: they were acknowledged and cannot be "
+                "recovered in order. Restore the data directory from a copy",
+                dir, up_to->sequence, damage, up_to->sequence + 1, past->sequence));
+        }
+        if (up_to && past) {
+            warnings.push_back(fmt::format(
+                "the write-ahead log ends in a damaged batch after record {} ({}), with nothing "
+                "behind it: taken for a write torn by a crash before its sync returned (never "
+                "acknowledged), and recovered without it",
+                up_to->sequence, damage));
+            p = impl::open(dir, read_only, rocksdb::WALRecoveryMode::kPointInTimeRecovery);
+        }
+    }
+    if (!p) return failed(p.error(), fmt::format("opening {}", dir));
+    auto& opened = *p;
+    opened->open_warnings = std::move(warnings);
+
+    auto tip = opened->read_tip(rocksdb::ReadOptions{});
     if (!tip) return unexpected{tip.error()};
-    p->tip = *tip;
-    p->durable_sequence = tip->sequence;
-    if (auto checked = p->verify_last_record(); !checked) return unexpected{checked.error()};
-    return std::unique_ptr<store>(new store(std::move(p)));
+    opened->tip = *tip;
+    opened->durable_sequence = tip->sequence;
+    if (auto checked = opened->verify_last_record(); !checked) return unexpected{checked.error()};
+    return std::unique_ptr<store>(new store(std::move(opened)));
+}
+
+const std::vector<std::string>& store::open_warnings() const {
+    return impl_->open_warnings;
 }
 
 store::memory_use store::memory() const {

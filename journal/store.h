@@ -87,6 +87,10 @@ public:
     store(const store&) = delete;
     store& operator=(const store&) = delete;
 
+    // What open recovered around and the operator should know: a torn batch at the end of the
+    // write-ahead log dropped (a write interrupted by a crash, never acknowledged).
+    [[nodiscard]] const std::vector<std::string>& open_warnings() const;
+
     // Sequence and chain hash of the last record (0 and zeros for an empty journal).
     [[nodiscard]] std::uint64_t last_sequence() const;
     [[nodiscard]] const hash256& tip_hash() const;

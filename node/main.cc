@@ -205,6 +205,7 @@ int main(int argc, char** argv) {
     auto opened = broker::journal::store::open(opt.data_dir);
     if (!opened) die(fmt::format("cannot open journal in {}: {}", opt.data_dir, opened.error().what));
     auto& store = **opened;
+    for (const auto& w : store.open_warnings()) spdlog::warn("journal: {}", w);
     const auto started = std::chrono::steady_clock::now();
     broker::journal::recovery_report report;
     auto recovered = broker::journal::recover(store, &report);

@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     const auto& store = **opened;
+    for (const auto& w : store.open_warnings()) {
+        fmt::print(stderr, "broker-replay: warning: {}\n", w);
+    }
     if (until > store.last_sequence()) {
         fmt::print(stderr, "broker-replay: --until {} is past the end of the journal ({})\n", until,
                    store.last_sequence());

@@ -2,9 +2,11 @@
 #include "journal/snapshot.h"
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 #include <rocksdb/db.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -773,6 +775,114 @@ TEST_CASE("a thousand events in many batches recover to the live digest") {
     REQUIRE(st.has_value());
     CHECK(state_digest(*st) == live_digest);
     CHECK(st->trades_total == 340);
+}
+
+// --- the write-ahead log after a crash ---------------------------------------------------------
+
+// A copy of the store's directory taken while it is open: what a machine that stopped at that
+// moment leaves on disk (every append was synced; nothing was flushed).
+void copy_crash_image(const temp_dir& from, const temp_dir& to) {
+    fs::create_directories(to.path());
+    fs::copy(from.str(), to.str(), fs::copy_options::recursive);
+}
+
+// The WAL of a crash image, and where its bytes end (the rest is zeros written ahead).
+struct wal_file {
+    std::string path;
+    std::string bytes;
+    std::size_t end = 0;
+
+    explicit wal_file(const temp_dir& dir) {
+        for (const auto& entry : fs::directory_iterator(dir.str())) {
+            const auto name = entry.path().filename().string();
+            if (name.size() == 10 && name.ends_with(".log")) path = entry.path().string();
+        }
+        REQUIRE_MESSAGE(!path.empty(), "no write-ahead log in ", dir.str());
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        end = bytes.find_last_not_of('\0') + 1;
+    }
+    void write() const {
+        std::ofstream out(path, std::ios::binary | std::ios::trunc);
+        out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    }
+};
+
+TEST_CASE("a damaged batch inside the write-ahead log stops the open, naming what lies behind it") {
+    temp_dir dir;
+    temp_dir image;
+    const auto events = testing::busy_events(10, 34);
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, events, 8);
+        copy_crash_image(dir, image);
+    }
+    wal_file wal(image);
+    // Batches in the blocks after the damaged one, so that the log can be read on past it.
+    REQUIRE(wal.end > 4 * 32768);
+    wal.bytes[wal.end / 2] = static_cast<char>(wal.bytes[wal.end / 2] ^ 0x01);
+    wal.write();
+    const std::string behind = fmt::format("to {} lie behind the damage", events.size());
+    for (const bool read_only : {true, false}) {
+        CAPTURE(read_only);
+        const auto s = store::open(image.str(), read_only);
+        REQUIRE_FALSE(s.has_value());
+        INFO(s.error().what);
+        CHECK(s.error().corruption);
+        CHECK(s.error().what.find("write-ahead log is damaged after record") != std::string::npos);
+        CHECK(s.error().what.find(behind) != std::string::npos);
+    }
+}
+
+TEST_CASE("a torn batch at the end of the write-ahead log is dropped, with a warning") {
+    temp_dir dir;
+    temp_dir image;
+    const auto events = testing::busy_events(10, 34);
+    const std::size_t last_batch = events.size() % 8 == 0 ? 8 : events.size() % 8;
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, events, 8);
+        copy_crash_image(dir, image);
+    }
+    {
+        // The end of the last batch never reached the disk: zeros, as written ahead.
+        wal_file wal(image);
+        std::fill(wal.bytes.begin() + static_cast<std::ptrdiff_t>(wal.end - 16),
+                  wal.bytes.begin() + static_cast<std::ptrdiff_t>(wal.end), '\0');
+        wal.write();
+    }
+    const std::vector<event> kept(events.begin(),
+                                  events.end() - static_cast<std::ptrdiff_t>(last_batch));
+    {
+        auto s = open_store(image, /*read_only=*/true);
+        CHECK(s->last_sequence() == kept.size());
+        CHECK(read_all(*s) == kept);
+        REQUIRE(s->open_warnings().size() == 1);
+        CHECK(s->open_warnings()[0].find("torn") != std::string::npos);
+    }
+    auto s = open_store(image);
+    CHECK(s->last_sequence() == kept.size());
+    CHECK(read_all(*s) == kept);
+    REQUIRE(s->open_warnings().size() == 1);
+    // The journal goes on from the last whole batch.
+    append_ok(
+        *s, write_set{{events.end() - static_cast<std::ptrdiff_t>(last_batch), events.end()}, {}});
+    CHECK(read_all(*s) == events);
+}
+
+TEST_CASE("a crash image with a whole write-ahead log opens with every batch and no warning") {
+    temp_dir dir;
+    temp_dir image;
+    const auto events = testing::busy_events(10, 34);
+    {
+        auto s = open_store(dir);
+        (void)append_live(*s, events, 8);
+        copy_crash_image(dir, image);
+    }
+    auto s = open_store(image);
+    CHECK(s->last_sequence() == events.size());
+    CHECK(read_all(*s) == events);
+    CHECK(s->open_warnings().empty());
 }
 
 }  // namespace
