@@ -18,7 +18,10 @@
 //      placement->FILLED latency and fills/s, and optional RSS samples of a process (--rss-pid).
 //
 // Every loop is bounded: by --duration-s, by --max-requests, and by --drain-s after the load.
-// Only the address given by --target is contacted; bench/run gives loopback addresses only.
+// Only the address given by --target is contacted, and it must be a loopback address unless
+// --allow-remote says otherwise. The exit status is 1 when any answer was not 2xx or nothing was
+// answered (a run of 401s is no measurement of the server), and when setup opened fewer customers
+// than asked.
 //
 // Threads: --threads run one io_context. Each connection is a chain of asynchronous operations
 // with at most one outstanding, so its members need no lock; what connections share (ticket
@@ -101,6 +104,7 @@ struct options {
     std::string out;
     std::string label;
     bool quiet = false;
+    bool allow_remote = false;
 };
 
 [[noreturn]] void die(const std::string& reason) {
@@ -768,6 +772,8 @@ options parse(int argc, char** argv) {
     options o;
     CLI::App app{"broker-bench: HTTP/1.1 keep-alive load generator for brokerd's PlaceTrade"};
     app.add_option("--target", o.target, "server HOST:PORT (loopback)")->capture_default_str();
+    app.add_flag("--allow-remote", o.allow_remote,
+                 "let --target be an address off this machine (refused otherwise)");
     app.add_option("--connections", o.connections, "keep-alive connections")
         ->check(CLI::Range(1, 10'000))
         ->capture_default_str();
@@ -948,6 +954,11 @@ int main(int argc, char** argv) {
     rs.opt = parse(argc, argv);
     const options& opt = rs.opt;
     rs.endpoint = resolve(opt.target);
+    if (!rs.endpoint.address().is_loopback() && !opt.allow_remote) {
+        die(fmt::format("--target {} is not a loopback address (--allow-remote to load another "
+                        "machine)",
+                        opt.target));
+    }
 
     // Tokens: one admin token for setup, one customer token each (HS256, valid for a day).
     const std::int64_t now_s = unix_s();
@@ -980,6 +991,7 @@ int main(int argc, char** argv) {
 
     // 1. Setup: open the customers.
     std::string setup_json = "null";
+    bool setup_failed = false;
     if (opt.open_customers) {
         std::vector<std::shared_ptr<http_conn>> conns;
         const auto t0 = clock_type::now();
@@ -1012,7 +1024,11 @@ int main(int argc, char** argv) {
             status_json(counts.http_status), counts.errors, latency_json(lat));
         say(fmt::format("opened {} customers in {:.1f} s ({:.0f}/s)", ok, secs,
                         static_cast<double>(ok) / secs));
-        if (ok != opt.customers) say("warning: not every customer was opened");
+        if (ok != opt.customers) {
+            fmt::print(stderr, "broker-bench: opened {} of {} customers (HTTP status: {})\n", ok,
+                       opt.customers, status_json(counts.http_status));
+            setup_failed = true;
+        }
     }
 
     // 2. Streams for end-to-end latency.
@@ -1279,5 +1295,24 @@ int main(int argc, char** argv) {
     for (auto& s : streams) s->stop();
     io.restart();
     io.run_for(std::chrono::milliseconds(200));
-    return counts.errors > 0 && counts.answered == 0 && !opt.setup_only ? 1 : 0;
+    if (setup_failed) return 1;
+    if (opt.setup_only) return 0;
+    std::uint64_t answered_2xx = 0;
+    for (const auto& [status, n] : counts.http_status) {
+        if (status >= 200 && status < 300) answered_2xx += n;
+    }
+    if (counts.answered == 0) {
+        fmt::print(stderr, "broker-bench: nothing was answered ({} connection errors)\n",
+                   counts.errors);
+        return 1;
+    }
+    if (answered_2xx != counts.answered) {
+        fmt::print(stderr,
+                   "broker-bench: {} of {} answers were not 2xx (HTTP status: {}): the run "
+                   "measured failures, not the server\n",
+                   counts.answered - answered_2xx, counts.answered,
+                   status_json(counts.http_status));
+        return 1;
+    }
+    return 0;
 }

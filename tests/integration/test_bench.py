@@ -165,6 +165,37 @@ class BenchTest(BrokerTestCase):
         self.assertEqual(trades_by_status(b), {"FILLED": r["placed"] + 200})
 
 
+    @dump_logs_on_failure
+    def test_a_run_of_refused_requests_fails_instead_of_reporting_throughput(self):
+        # Tokens signed with another secret: every PlaceTrade is answered 401. A load generator
+        # that reported those answers as throughput and exited 0 would let a broken setup pass
+        # for a measurement.
+        b = self.start_broker(args=ARGS)
+        cmd = [harness.binary("broker-bench"), "--target", "%s:%d" % (harness.HOST, b.port),
+               "--customers", str(CUSTOMERS), "--connections", str(CONNECTIONS),
+               "--customer-prefix", "bench-", "--quiet",
+               "--out", os.path.join(self.workdir.path, "refused.json")]
+        wrong = ["--jwt-secret", "another-secret-than-brokerds-0123456789abcdef"]
+        p = subprocess.run(cmd + wrong + ["--open-customers", "--duration-s", "0"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("opened 0 of %d customers" % CUSTOMERS, p.stderr)
+        p = subprocess.run(cmd + wrong + ["--duration-s", "1", "--warmup-s", "0"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("were not 2xx", p.stderr)
+        self.assertIn('"401"', p.stderr)
+        with open(os.path.join(self.workdir.path, "refused.json")) as f:
+            report = json.load(f)
+        self.assertEqual(report["placed"], 0)
+        self.assertEqual(report["http_status"], {"401": report["answered"]})
+        # And it loads only this machine unless told otherwise.
+        p = subprocess.run([harness.binary("broker-bench"), "--target", "192.0.2.1:80",
+                            "--jwt-secret", b.jwt_secret, "--duration-s", "1", "--warmup-s", "0"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("not a loopback address", p.stderr)
+
 if __name__ == "__main__":
     harness.strip_bin_dir_arg(sys.argv)
     unittest.main(argv=sys.argv)
