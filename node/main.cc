@@ -96,6 +96,20 @@ std::string random_secret() {
     return hex;
 }
 
+// What --callback-url takes: http://HOST:PORT/PATH in visible ASCII, with no quote or backslash
+// (it goes into every order's JSON as it is). Checked at start, so that a typo is one line and
+// exit 2, not every trade rejected by the exchange.
+bool callback_url_ok(std::string_view url) {
+    for (const char c : url) {
+        if (c <= ' ' || c > '~' || c == '"' || c == '\\') return false;
+    }
+    constexpr std::string_view scheme = "http://";
+    if (!url.starts_with(scheme)) return false;
+    const std::size_t path = url.find('/', scheme.size());
+    if (path == std::string_view::npos) return false;
+    return broker::exchange::parse_http_origin(url.substr(0, path)).has_value();
+}
+
 options parse(int argc, char** argv) {
     options o;
     CLI::App app{"brokerd: a durable, event-sourced stockbroker backend"};
@@ -186,6 +200,9 @@ options parse(int argc, char** argv) {
         if (o.exchange_secret.empty()) {
             die("a networked exchange needs --exchange-secret (or BROKER_EXCHANGE_SECRET)");
         }
+    }
+    if (!o.callback_url.empty() && !callback_url_ok(o.callback_url)) {
+        die(fmt::format("--callback-url: '{}' is not http://HOST:PORT/PATH", o.callback_url));
     }
     if (o.market_hours.empty()) o.market_hours = o.exchange == "sim" ? "always" : "nyse";
     if (o.exchange_secret.empty()) o.exchange_secret = random_secret();

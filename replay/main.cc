@@ -5,7 +5,9 @@
 // It never starts from a snapshot: the proof is the whole chain from record 1. With
 // --check-snapshots it also audits the snapshots brokerd stored (which brokerd trusts at start-up):
 // each must be byte-equal to the snapshot of the state replayed to its sequence.
+#include <charconv>
 #include <cstdlib>
+#include <limits>
 #include <map>
 
 #include <CLI/CLI.hpp>
@@ -47,7 +49,8 @@ int main(int argc, char** argv) {
     CLI::App app{"broker-replay: verify a brokerd journal and print its state digest"};
     app.add_option("--data-dir", data_dir, "the journal directory of a stopped brokerd")
         ->required()->check(CLI::ExistingDirectory);
-    app.add_option("--until", until, "stop after this sequence (default: the end)");
+    std::string until_text;
+    app.add_option("--until", until_text, "stop after this sequence, 1 or more (default: the end)");
     app.add_flag("--check-snapshots", check_snapshots,
                  "also verify that every stored snapshot equals the state replayed to its sequence");
     try {
@@ -57,6 +60,17 @@ int main(int argc, char** argv) {
         if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
         fmt::print(stderr, "broker-replay: {}\n", e.what());
         return 2;
+    }
+    // Digits only, read whole: CLI11 would read "-1" as the largest sequence and cap a number
+    // past 64 bits to it, and 0 is what "the end" is stored as.
+    if (!until_text.empty()) {
+        const char* end = until_text.data() + until_text.size();
+        const auto [at, ec] = std::from_chars(until_text.data(), end, until);
+        if (ec != std::errc{} || at != end || until == 0) {
+            fmt::print(stderr, "broker-replay: --until '{}' is not a sequence (1 to {})\n",
+                       until_text, std::numeric_limits<std::uint64_t>::max());
+            return 2;
+        }
     }
     auto opened = broker::journal::store::open(data_dir, /*read_only=*/true);
     if (!opened) {

@@ -432,8 +432,14 @@ class CoreTest(BrokerTestCase):
                              "--sim-reject-rate", "2"]),
                 ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1",
                              "--jwt-secret", secret[:31]]),
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
+                             "--exchange", "http://127.0.0.1:1", "--exchange-secret", secret,
+                             "--callback-url", "notaurl"]),
                 ("broker-replay", ["--no-such-flag"]),
                 ("broker-replay", ["--data-dir", data, "--until", "abc"]),
+                ("broker-replay", ["--data-dir", tmp, "--until", "-1"]),
+                ("broker-replay", ["--data-dir", tmp, "--until", "0"]),
+                ("broker-replay", ["--data-dir", tmp, "--until", "18446744073709551616"]),
                 ("brokerctl", ["token", "--no-such-flag"]),
             ]
             if os.access(harness.binary("exchange-sim"), os.X_OK):
@@ -457,6 +463,13 @@ class CoreTest(BrokerTestCase):
             self.assertIn("needs at least 32", brokerd_stderr(secret[:31]))
             self.assertIn("holidays", brokerd_stderr(secret, "--holidays",
                                                      os.path.join(tmp, "missing.txt")))
+            self.assertIn("--callback-url", brokerd_stderr(
+                secret, "--exchange", "http://127.0.0.1:1", "--exchange-secret", secret,
+                "--callback-url", "http://127.0.0.1:1"))
+            for until in ("-1", "0", "18446744073709551616"):
+                p = subprocess.run([harness.binary("broker-replay"), "--data-dir", tmp, "--until",
+                                    until], capture_output=True, text=True, timeout=30)
+                self.assertIn("--until '%s' is not a sequence" % until, p.stderr)
             for name in ("brokerd", "broker-replay", "brokerctl"):
                 p = subprocess.run([harness.binary(name), "--help"], capture_output=True,
                                    text=True, timeout=30)
