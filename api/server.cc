@@ -164,6 +164,7 @@ public:
 private:
     void do_read() {
         head_ = false;
+        continue_sent_ = false;
         parser_.emplace();
         parser_->body_limit(config_.body_limit_bytes);
         parser_->header_limit(static_cast<std::uint32_t>(config_.header_limit_bytes));
@@ -196,8 +197,41 @@ private:
         }
         if (parser_->is_done() || (ec && ec != http::error::need_more)) return on_read(ec, 0);
         stream_.expires_after(std::chrono::seconds(config_.request_timeout_s));
+        if (!parser_->is_header_done()) {
+            http::async_read_header(stream_, buffer_, *parser_,
+                                    [self = shared_from_this()](beast::error_code e, std::size_t) {
+                                        if (e) return self->on_read(e, 0);
+                                        self->read_body();
+                                    });
+            return;
+        }
+        read_body();
+    }
+
+    // The header is in; the body may not be.
+    void read_body() {
+        if (parser_->is_done()) return on_read({}, 0);
+        send_continue_if_expected();
         http::async_read(stream_, buffer_, *parser_,
                          beast::bind_front_handler(&session::on_read, shared_from_this()));
+    }
+
+    // A client that sent `Expect: 100-continue` waits for an interim 100 (or a final answer)
+    // before it sends the body: without one it waits out a timeout of its own, a second for
+    // many HTTP libraries (RFC 9110 10.1.1). Not to HTTP/1.0 clients, and not once body bytes
+    // are already here.
+    void send_continue_if_expected() {
+        const auto& head = parser_->get();
+        if (continue_sent_ || head.version() < 11 || buffer_.size() > 0) return;
+        if (!beast::iequals(head[http::field::expect], "100-continue")) return;
+        continue_sent_ = true;
+        static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
+        // At most one write is outstanding: the final answer is written only after the body is
+        // read, and the body comes only after the client has seen this.
+        net::async_write(stream_, net::buffer(interim.data(), interim.size()),
+                         [self = shared_from_this()](beast::error_code e, std::size_t) {
+                             if (e) self->close();
+                         });
     }
 
     void on_read(beast::error_code ec, std::size_t) {
@@ -350,6 +384,7 @@ private:
     http::request<http::string_body> request_;
     http::response<http::string_body> response_;
     bool head_ = false;  // the request being answered is a HEAD: the answer has no body
+    bool continue_sent_ = false;  // this request's interim 100 Continue went out
     std::optional<http::response_serializer<http::string_body>> serializer_;
     bool keep_alive_ = true;
 };

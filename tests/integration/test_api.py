@@ -1412,6 +1412,44 @@ class ApiTest(BrokerTestCase):
         self.assertEqual([m.strip() for m in headers["allow"].split(",")], ["GET", "HEAD"])
 
     @dump_logs_on_failure
+    def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(self):
+        b = self.start_broker()
+        cid = "expect-1"
+        self.open_customer(b, cid, "100000.0000")
+        body = json.dumps({"symbol": "AAPL", "side": "BUY", "quantity": 1}).encode()
+        head = ("POST /v1/trades HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                "Content-Type: application/json\r\nContent-Length: %d\r\n"
+                "Expect: 100-continue\r\n\r\n" % (b.token(cid), len(body))).encode()
+        s = socket.create_connection((HOST, b.port), timeout=10)
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+        for _ in range(2):  # twice on one connection: the second request starts in step
+            s.sendall(head)
+            # The interim answer comes while the body is still held back (a client waits for
+            # it a second or so, then sends the body anyway).
+            readable, _, _ = select.select([s], [], [], 0.8)
+            self.assertTrue(readable, "no 100 Continue within 0.8 s")
+            self.assertEqual(f.readline(), b"HTTP/1.1 100 Continue\r\n")
+            self.assertEqual(f.readline(), b"\r\n")
+            s.sendall(body)
+            status = f.readline()
+            self.assertTrue(status.startswith(b"HTTP/1.1 201 "), status)
+            length = None
+            while True:
+                line = f.readline()
+                self.assertTrue(line, "connection closed inside a response header")
+                if line == b"\r\n":
+                    break
+                name, _, value = line.decode().partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            self.assertEqual(json.loads(f.read(length))["status"], "PLACED")
+        # A body sent together with its header needs no interim answer, and gets none.
+        s.sendall(head + body)
+        line = f.readline()
+        self.assertTrue(line.startswith(b"HTTP/1.1 201 "), line)
+
+    @dump_logs_on_failure
     def test_a_slowloris_client_is_disconnected_while_normal_clients_are_served(self):
         b = self.start_broker()
         cid = "slow-loris"
