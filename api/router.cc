@@ -356,7 +356,22 @@ bool router::is_stream_target(std::string_view target) {
     return matches("/v1/stream", path_segments(target));
 }
 
-result<stream_request, http_response> router::authorize_stream(const http_request& req) {
+void router::authorize_stream(const http_request& req, stream_decision done) {
+    auto checked = check_stream_request(req);
+    if (!checked) return done(std::move(checked));
+    // A stream of a customer that was never opened would stay open and silent for good: the
+    // app would show an empty, healthy-looking feed instead of the 404 GET /v1/account gives.
+    const std::string customer_id = checked->customer_id;
+    auto answer = [done, request = std::move(*checked)](outcome o) mutable {
+        if (o.code != errc::ok) return done(unexpected{error_for(o.code)});
+        done(std::move(request));
+    };
+    if (!svc_.submit(::broker::get_account{customer_id}, std::move(answer))) {
+        done(unexpected{refused()});
+    }
+}
+
+result<stream_request, http_response> router::check_stream_request(const http_request& req) {
     const auto q = parse_query(req.target);
     if (!q) return unexpected{invalid_parameter("the query string is malformed")};
     std::string header(req.authorization);

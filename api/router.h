@@ -67,9 +67,12 @@ public:
                                   responder respond);
 
     // Authenticates a WebSocket upgrade to GET /v1/stream (Authorization header, or the
-    // ?access_token= browsers must use) and reads ?since=. On failure: the HTTP answer to send
-    // instead of upgrading.
-    [[nodiscard]] result<stream_request, http_response> authorize_stream(const http_request& req);
+    // ?access_token= browsers must use), reads ?since= and asks the engine whether the customer
+    // exists; `done` gets the stream to open, or the HTTP answer to send instead of upgrading. It
+    // runs at once when the request is refused before the engine is asked, else on the engine's
+    // thread (see services.h). `req` is not used after this returns.
+    using stream_decision = std::function<void(result<stream_request, http_response>)>;
+    void authorize_stream(const http_request& req, stream_decision done);
     // Whether `target` names GET /v1/stream, read as every route is (empty segments ignored, so
     // "/v1/stream/" too): the server upgrades exactly what the router would call the stream.
     [[nodiscard]] static bool is_stream_target(std::string_view target);
@@ -97,6 +100,9 @@ private:
     void get_account(const caller& who, bool positions, responder respond);
     void open_customer(std::string_view id, std::string_view body, responder respond);
     void get_digest(responder respond);
+    // authorize_stream's checks before the engine is asked.
+    [[nodiscard]] result<stream_request, http_response> check_stream_request(
+        const http_request& req);
     void submit(command c, responder respond, std::function<http_response(outcome&)> render);
     // The answer for a command on one trade: the trade from the outcome, or from the store when
     // it is closed and belongs to the caller.

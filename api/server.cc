@@ -289,10 +289,19 @@ private:
         if (auto refused = handshake_error(request_)) return write(std::move(*refused));
         const http_request req{view(request_.method_string()), view(request_.target()),
                                view(request_[http::field::authorization]), {}, {}};
-        auto allowed = router_.authorize_stream(req);
+        router_.authorize_stream(
+            req, [self = shared_from_this()](result<stream_request, http_response> allowed) {
+                net::dispatch(self->stream_.get_executor(),
+                              [self, allowed = std::move(allowed)]() mutable {
+                                  self->on_stream_authorized(std::move(allowed));
+                              });
+            });
+    }
+
+    void on_stream_authorized(result<stream_request, http_response> allowed) {
         if (!allowed) {
             keep_alive_ = false;
-            return write(allowed.error());
+            return write(std::move(allowed.error()));
         }
         // The stream session's own writes are all asynchronous; its socket goes back to the
         // blocking mode Beast's WebSocket stream expects of anything synchronous.

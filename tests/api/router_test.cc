@@ -478,6 +478,32 @@ TEST_CASE("a trade that closes while the list is read is listed once, closed") {
     CHECK(f.call("GET", "/v1/trades?status=open", alice).status == 200);  // the engine alone
 }
 
+// router::authorize_stream's answer (the test services answer at once).
+result<stream_request, http_response> authorize_stream(router& r, std::string_view target,
+                                                       std::string_view authorization) {
+    std::optional<result<stream_request, http_response>> got;
+    r.authorize_stream(http_request{"GET", target, authorization, {}, {}},
+                       [&](result<stream_request, http_response> answer) { got = answer; });
+    REQUIRE(got.has_value());
+    return *got;
+}
+
+TEST_CASE("a stream opens only for a customer that exists") {
+    fixture f;
+    f.open("alice");
+    CHECK(authorize_stream(f.r, "/v1/stream", f.token("alice")).has_value());
+    for (const std::string& who : {f.token("nobody"), f.admin}) {
+        const auto refused = authorize_stream(f.r, "/v1/stream?since=0", who);
+        REQUIRE_FALSE(refused.has_value());
+        CHECK(refused.error().status == 404);
+        CHECK(f.code_of(refused.error()) == "customer_not_found");
+    }
+    f.svc.full = true;  // the engine's queue: asked, and full
+    const auto busy = authorize_stream(f.r, "/v1/stream", f.token("alice"));
+    REQUIRE_FALSE(busy.has_value());
+    CHECK(busy.error().status == 503);
+}
+
 TEST_CASE("a stream resumes only after an update the customer has had") {
     fixture f;
     f.open("alice");
@@ -486,9 +512,7 @@ TEST_CASE("a stream resumes only after an update the customer has had") {
                 .status == 201);
     const auto last = f.svc.updates["alice"].back().sequence;
     REQUIRE(last >= 1);
-    auto upgrade = [&](const std::string& target) {
-        return f.r.authorize_stream(http_request{"GET", target, alice, {}, {}});
-    };
+    auto upgrade = [&](const std::string& target) { return authorize_stream(f.r, target, alice); };
     CHECK(upgrade("/v1/stream").has_value());
     CHECK(upgrade("/v1/stream?since=0").has_value());
     const auto at_last = upgrade(fmt::format("/v1/stream?since={}", last));

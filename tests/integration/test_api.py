@@ -1609,6 +1609,10 @@ class ApiTest(BrokerTestCase):
         with self.assertRaises(websocket.WebSocketBadStatusException) as cm:
             ws_close(ws_connect(b.port, token=tok, query="?since=%d" % (last + 1)))
         self.assertEqual(cm.exception.status_code, 422)
+        # So is a stream of a customer that was never opened (it would stay silent for good).
+        with self.assertRaises(websocket.WebSocketBadStatusException) as cm:
+            ws_close(ws_connect(b.port, token=b.token("never-opened")))
+        self.assertEqual(cm.exception.status_code, 404)
         ws5 = ws_connect(b.port, token=tok, query="?since=%d" % last)
         self.addCleanup(ws_close, ws5)
         self.assertEqual(ws_read(ws5, 1, timeout=0.5), [])
