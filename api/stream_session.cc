@@ -10,7 +10,9 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -69,6 +71,21 @@ std::string update_frame(const trade_update& u) {
 // processed and a closed or dead peer is noticed. Text or binary messages from the client are
 // ignored (a client may well send application-level keep-alives); messages over 4 KiB fail the
 // read, and Beast closes with 1009.
+class stream_session;
+
+// Every stream session alive, for close_all_streams. Sessions enter at construction and leave at
+// destruction; close_all_streams takes each one's shared_ptr under the lock, so a session being
+// destroyed (its weak_ptr already expired) is skipped.
+struct live_streams {
+    std::mutex mutex;
+    std::unordered_set<stream_session*> sessions;  // guarded by mutex
+};
+
+live_streams& all_streams() {
+    static live_streams* streams = new live_streams;  // never destroyed: sessions outlive main
+    return *streams;
+}
+
 class stream_session : public std::enable_shared_from_this<stream_session> {
 public:
     stream_session(beast::tcp_stream&& stream, http::request<http::string_body>&& upgrade,
@@ -82,6 +99,13 @@ public:
           config_(config) {
         config_.queue_max = std::max<std::size_t>(config_.queue_max, 1);
         config_.backlog_batch = std::max<std::size_t>(config_.backlog_batch, 1);
+        std::lock_guard lock(all_streams().mutex);
+        all_streams().sessions.insert(this);
+    }
+
+    ~stream_session() {
+        std::lock_guard lock(all_streams().mutex);
+        all_streams().sessions.erase(this);
     }
 
     stream_session(const stream_session&) = delete;
@@ -90,6 +114,13 @@ public:
     void run() {
         net::dispatch(ws_.get_executor(),
                       beast::bind_front_handler(&stream_session::on_run, shared_from_this()));
+    }
+
+    // From any thread: close with 1001 "shutting_down" on the session's own executor.
+    void shut_down() {
+        net::post(ws_.get_executor(), [self = shared_from_this()] {
+            self->close(websocket::close_code::going_away, "shutting_down");
+        });
     }
 
 private:
@@ -328,6 +359,17 @@ private:
 };
 
 }  // namespace
+
+void close_all_streams() {
+    std::vector<std::shared_ptr<stream_session>> open;
+    {
+        std::lock_guard lock(all_streams().mutex);
+        for (stream_session* s : all_streams().sessions) {
+            if (auto alive = s->weak_from_this().lock()) open.push_back(std::move(alive));
+        }
+    }
+    for (const auto& s : open) s->shut_down();
+}
 
 void start_stream_session(beast::tcp_stream&& stream, http::request<http::string_body>&& upgrade,
                           services& svc, std::string customer_id,

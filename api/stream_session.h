@@ -38,4 +38,9 @@ void start_stream_session(boost::beast::tcp_stream&& stream,
                           services& svc, std::string customer_id, std::optional<std::uint64_t> since,
                           const stream_config& config);
 
+// Sends every open stream a close frame, code 1001 (going away) with reason "shutting_down", on
+// the stream's own executor, so that a client can tell a planned stop from a broken connection and
+// reconnect with ?since= (a node stopping on SIGTERM calls it). Callable from any thread.
+void close_all_streams();
+
 }  // namespace broker::api

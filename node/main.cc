@@ -24,6 +24,7 @@
 #include "api/jwt.h"
 #include "api/router.h"
 #include "api/server.h"
+#include "api/stream_session.h"
 #include "engine/market_calendar.h"
 #include "exchange/http_gateway.h"
 #include "exchange/simulator.h"
@@ -329,6 +330,7 @@ int main(int argc, char** argv) {
     signals.async_wait([&](const boost::system::error_code&, int sig) {
         spdlog::info("signal {}: shutting down", sig);
         server.stop();
+        broker::api::close_all_streams();
         gateway->stop();
         // Finish and commit what is queued; its completions post to io, which keeps running
         // until the runner has stopped.
