@@ -65,9 +65,27 @@ std::optional<http_response> handshake_error(const http::request<http::string_bo
 // Headers a request may carry once: with two, which one a proxy checked and which one reached
 // here could differ.
 std::optional<std::string_view> repeated_header(const http::request<http::string_body>& req) {
+    if (req.count(http::field::host) > 1) return "Host";
     if (req.count(http::field::authorization) > 1) return "Authorization";
     if (req.count("X-Exchange-Signature") > 1) return "X-Exchange-Signature";
     if (req.count(http::field::content_type) > 1) return "Content-Type";
+    return std::nullopt;
+}
+
+// RFC 9112 3.2: an HTTP/1.1 request must carry Host (empty is allowed: a target without an
+// authority), and its value must be host[:port]. Why not, or nothing when it does.
+std::optional<std::string_view> host_error(const http::request<http::string_body>& req) {
+    const auto host = req.find(http::field::host);
+    if (host == req.end()) {
+        if (req.version() < 11) return std::nullopt;
+        return "an HTTP/1.1 request needs a Host header";
+    }
+    // reg-name, IPv4 or an IP literal in brackets, then an optional port (RFC 3986 3.2.2).
+    for (const char c : view(host->value())) {
+        const bool ok = std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+                        std::string_view("-._~%!$&'()*+,;=:[]").find(c) != std::string_view::npos;
+        if (!ok) return "the Host header is not host[:port]";
+    }
     return std::nullopt;
 }
 
@@ -262,6 +280,9 @@ private:
                            fmt::format("the {} header appears more than once", *name)),
                 {},
                 0});
+        }
+        if (const auto why = host_error(request_)) {
+            return write(http_response{400, error_json("bad_request", *why), {}, 0});
         }
         if (auto refused = coding_error(request_)) {
             if (refused->close) keep_alive_ = false;

@@ -456,6 +456,19 @@ class ApiTest(BrokerTestCase):
                  + ("X-Exchange-Signature: %s\r\n" % sign_callback(EXCHANGE_SECRET, now, fill))
                  .encode() + b"X-Exchange-Signature: t=1,v1=00\r\n"
                  + b"Content-Length: %d\r\n\r\n" % len(fill) + fill), 400, {"bad_request"}, E),
+            # --- Host (RFC 9112 3.2): a placement in each, which must not be taken
+            ("HTTP/1.1 placement without Host",
+             raw(b"POST /v1/trades HTTP/1.1\r\n" + auth
+                 + b"Content-Length: %d\r\n\r\n" % len(trade()) + trade().encode()), 400,
+             {"bad_request"}, E),
+            ("two Host headers",
+             raw(b"POST /v1/trades HTTP/1.1\r\nHost: a\r\nHost: b\r\n" + auth
+                 + b"Content-Length: %d\r\n\r\n" % len(trade()) + trade().encode()), 400,
+             {"bad_request"}, E),
+            ("Host that is no host[:port]",
+             raw(b"POST /v1/trades HTTP/1.1\r\nHost: a b/c\r\n" + auth
+                 + b"Content-Length: %d\r\n\r\n" % len(trade()) + trade().encode()), 400,
+             {"bad_request"}, E),
             # --- WebSocket handshakes Beast would refuse in plain text (RFC 6455 4.2.1)
             ("WebSocket version 8", upgrade(version="8"), 426, {"upgrade_required"}, E),
             ("WebSocket version abc", upgrade(version="abc"), 426, {"upgrade_required"}, E),
