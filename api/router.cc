@@ -820,16 +820,21 @@ void router::handle_exchange_callback(std::string_view signature, std::string_vi
         x.reason = code && static_cast<int>(*code) >= 5000 ? *code : errc::exchange_rejected;
     }
     submit(std::move(x), std::move(respond), [this](outcome& o) {
+        count_execution_report(o);
         if (o.code != errc::ok) {
-            counters_.callbacks_invalid.fetch_add(1, std::memory_order_relaxed);
             spdlog::warn("exchange callback not applied: {}", to_string(o.code));
             return error_for(o.code);
         }
-        (o.repeated ? counters_.callbacks_duplicate : counters_.callbacks_applied)
-            .fetch_add(1, std::memory_order_relaxed);
         return http_response{200, o.repeated ? R"({"status":"duplicate"})" : R"({"status":"applied"})",
                              {}, 0};
     });
+}
+
+void router::count_execution_report(const outcome& o) {
+    auto& counter = o.code != errc::ok ? counters_.callbacks_invalid
+                    : o.repeated       ? counters_.callbacks_duplicate
+                                       : counters_.callbacks_applied;
+    counter.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace broker::api

@@ -65,6 +65,10 @@ public:
     // embedded simulator: the same verification and settlement either way.
     void handle_exchange_callback(std::string_view signature, std::string_view body,
                                   responder respond);
+    // Counts an execution report the engine has processed in broker_exchange_callbacks_*: the
+    // HTTP callbacks do it themselves; the embedded exchange, which hands its reports to the
+    // engine in process, calls it. Any thread.
+    void count_execution_report(const outcome& o);
 
     // Authenticates a WebSocket upgrade to GET /v1/stream (Authorization header, or the
     // ?access_token= browsers must use), reads ?since= and asks the engine whether the customer

@@ -279,12 +279,14 @@ int main(int argc, char** argv) {
         // settled (or a repeat) stops delivery, an unknown trade is dropped, anything else is
         // delivered again later.
         gateway = broker::exchange::make_simulated_exchange(
-            opt.sim, [&runner](std::vector<broker::exchange::handover> reports) {
+            opt.sim, [&runner, &router](std::vector<broker::exchange::handover> reports) {
                 using broker::exchange::report_taken;
                 std::vector<broker::node::engine_runner::engine_submission> all;
                 all.reserve(reports.size());
                 for (auto& h : reports) {
-                    all.push_back({std::move(h.report), [done = h.done](broker::api::outcome o) {
+                    all.push_back({std::move(h.report),
+                                   [done = h.done, &router](broker::api::outcome o) {
+                                       router.count_execution_report(o);
                                        done(o.code == broker::errc::ok ? report_taken::settled
                                             : o.code == broker::errc::trade_not_found
                                                 ? report_taken::unknown

@@ -561,6 +561,10 @@ class CoreTest(BrokerTestCase):
             trades.append(("metrics-a", body["trade_id"]))
         harness.wait_terminal(b, trades, timeout=30)
         after = metrics()
+        # The embedded exchange's reports are counted like the networked one's callbacks: each
+        # trade settled by one (filled or rejected at the exchange); repeats apart.
+        name = "broker_exchange_callbacks_applied_total"
+        self.assertEqual(after[name] - before[name], 5)
         # Opening the account, five placements and their settlements are all journaled.
         self.assertGreater(after["broker_journal_sequence"], before["broker_journal_sequence"] + 10)
         self.assertGreater(after["broker_journal_commits_total"],
