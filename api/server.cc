@@ -4,12 +4,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <cctype>
+#include <ctime>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -65,28 +67,56 @@ std::optional<http_response> handshake_error(const http::request<http::string_bo
 // Headers a request may carry once: with two, which one a proxy checked and which one reached
 // here could differ.
 std::optional<std::string_view> repeated_header(const http::request<http::string_body>& req) {
-    if (req.count(http::field::host) > 1) return "Host";
     if (req.count(http::field::authorization) > 1) return "Authorization";
     if (req.count("X-Exchange-Signature") > 1) return "X-Exchange-Signature";
     if (req.count(http::field::content_type) > 1) return "Content-Type";
     return std::nullopt;
 }
 
-// RFC 9112 3.2: an HTTP/1.1 request must carry Host (empty is allowed: a target without an
+// RFC 9112 3.2: an HTTP/1.1 request must carry one Host (empty is allowed: a target without an
 // authority), and its value must be host[:port]. Why not, or nothing when it does.
+// The bytes of a Host value: reg-name, IPv4 or an IP literal in brackets, then an optional port
+// (RFC 3986 3.2.2).
+constexpr std::array<bool, 256> host_bytes = [] {
+    std::array<bool, 256> ok{};
+    for (int c = '0'; c <= '9'; ++c) ok[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) ok[c] = ok[c - 'a' + 'A'] = true;
+    for (const char c : std::string_view("-._~%!$&'()*+,;=:[]")) {
+        ok[static_cast<unsigned char>(c)] = true;
+    }
+    return ok;
+}();
+
 std::optional<std::string_view> host_error(const http::request<http::string_body>& req) {
-    const auto host = req.find(http::field::host);
-    if (host == req.end()) {
+    // One lookup for both: a request's field lookups cost more than the rest of this check.
+    const auto [host, after] = req.equal_range(http::field::host);
+    if (host == after) {
         if (req.version() < 11) return std::nullopt;
         return "an HTTP/1.1 request needs a Host header";
     }
-    // reg-name, IPv4 or an IP literal in brackets, then an optional port (RFC 3986 3.2.2).
+    if (std::next(host) != after) return "the Host header appears more than once";
     for (const char c : view(host->value())) {
-        const bool ok = std::isalnum(static_cast<unsigned char>(c)) != 0 ||
-                        std::string_view("-._~%!$&'()*+,;=:[]").find(c) != std::string_view::npos;
-        if (!ok) return "the Host header is not host[:port]";
+        if (!host_bytes[static_cast<unsigned char>(c)]) return "the Host header is not host[:port]";
     }
     return std::nullopt;
+}
+
+// The Date header's value for now (RFC 9110 6.6.1: an origin server with a clock sends one in
+// every 2xx to 4xx answer; clients use it to spot a skewed clock before trusting a token's exp).
+// Formatted once a second per thread.
+beast::string_view http_date() {
+    thread_local std::time_t formatted_at = -1;
+    thread_local char text[32] = {};
+    thread_local std::size_t length = 0;
+    const std::time_t now = std::time(nullptr);
+    if (now != formatted_at) {
+        std::tm utc{};
+        gmtime_r(&now, &utc);
+        // IMF-fixdate; strftime's %a and %b are English in the "C" locale brokerd runs in.
+        length = std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &utc);
+        formatted_at = now;
+    }
+    return {text, length};
 }
 
 // The comma-separated codings of every line of a header, lowercased, without whitespace.
@@ -343,6 +373,7 @@ private:
         response_.version(11);
         response_.result(r.status);
         response_.set(http::field::server, "brokerd");
+        response_.set(http::field::date, http_date());
         response_.set(http::field::content_type,
                       beast::string_view(r.content_type.data(), r.content_type.size()));
         response_.set(http::field::cache_control, "no-store");

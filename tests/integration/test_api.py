@@ -14,6 +14,7 @@ parsing, trade/account checks, log dumps on failure) come from harness.py and te
 
 import base64
 import datetime
+import email.utils
 import functools
 import gzip
 import hashlib
@@ -1667,6 +1668,19 @@ class ApiTest(BrokerTestCase):
         cid = "rfc-a"
         self.open_customer(b, cid, "1000.0000")
         tok = b.token(cid)
+
+        # Every answer carries Date as an IMF-fixdate (RFC 9110 6.6.1), the 4xx ones too; it is
+        # this machine's clock, read within the request (a minute's slack for a slow machine).
+        for path, token, status in (("/healthz", None, 200), ("/v1/account", tok, 200),
+                                    ("/v1/account", None, 401), ("/v1/nowhere", tok, 404)):
+            st, _, headers = http_full(b.port, "GET", path, token=token)
+            self.assertEqual(st, status, path)
+            self.assertRegex(headers.get("date", ""),
+                             r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d "
+                             r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+                             r"\d\d:\d\d:\d\d GMT$")
+            sent = email.utils.parsedate_to_datetime(headers["date"]).timestamp()
+            self.assertLess(abs(sent - time.time()), 60, headers["date"])
 
         # The auth scheme's name is case-insensitive (RFC 9110 11.1).
         for scheme in ("bearer", "BEARER", "BeArEr"):
