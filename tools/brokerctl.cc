@@ -68,6 +68,12 @@ struct token_options {
     if (options.secret.empty()) {
         return usage_error("token: a secret is required: pass --secret or set BROKER_JWT_SECRET");
     }
+    // brokerd refuses a JWT secret under 32 bytes (RFC 7518 3.2), so a token signed with one could
+    // never be accepted: say so here rather than leave the 401 to explain it.
+    if (options.secret.size() < 32) {
+        return usage_error(fmt::format("token: the secret is {} bytes; brokerd needs at least 32",
+                                       options.secret.size()));
+    }
     const std::int64_t now = unix_seconds_now();
     broker::api::claims claims;
     claims.sub = options.sub;

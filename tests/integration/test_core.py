@@ -461,6 +461,11 @@ class CoreTest(BrokerTestCase):
                                        "127.0.0.1:1", "--jwt-secret", secret_arg] + list(more),
                                       capture_output=True, text=True, timeout=30).stderr
             self.assertIn("needs at least 32", brokerd_stderr(secret[:31]))
+            # brokerctl will not sign with a secret brokerd would refuse.
+            p = subprocess.run([harness.binary("brokerctl"), "token", "--secret", secret[:31],
+                                "--sub", "a"], capture_output=True, text=True, timeout=30)
+            self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+            self.assertIn("needs at least 32", p.stderr)
             self.assertIn("holidays", brokerd_stderr(secret, "--holidays",
                                                      os.path.join(tmp, "missing.txt")))
             self.assertIn("--callback-url", brokerd_stderr(
@@ -501,7 +506,7 @@ class CoreTest(BrokerTestCase):
         assert_error(st, body, (401,), "garbage token")
         st, body = b.request("GET", "/v1/account", headers={"Authorization": "Basic YTpi"})
         assert_error(st, body, (401,), "Basic auth")
-        wrong = harness.mint_token("not-the-secret", a)
+        wrong = harness.mint_token("not-the-secret-but-just-as-long-as-one", a)
         st, body = b.request("GET", "/v1/account", token=wrong)
         assert_error(st, body, (401,), "token signed with another secret")
         now = int(time.time())
