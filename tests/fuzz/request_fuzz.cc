@@ -226,14 +226,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             r.handle_exchange_callback(req.signature, req.body, respond);
             break;
         case 2: {
-            auto stream = r.authorize_stream(req);
-            if (stream) {
-                if (!valid_customer_id(stream->customer_id)) {
+            // The test services answer at once, so the decision is in by the time this returns.
+            std::optional<result<stream_request, http_response>> stream;
+            int decided = 0;
+            r.authorize_stream(req, [&](result<stream_request, http_response> s) {
+                ++decided;
+                stream = std::move(s);
+            });
+            if (decided != 1) fail("authorize_stream decided other than once", nullptr);
+            if (*stream) {
+                if (!valid_customer_id((*stream)->customer_id)) {
                     fail("stream for an invalid customer id", nullptr);
                 }
                 return 0;
             }
-            respond(stream.error());
+            respond(stream->error());
             break;
         }
         default:
