@@ -808,15 +808,24 @@ struct wal_file {
     }
 };
 
-TEST_CASE("a damaged batch inside the write-ahead log stops the open, naming what lies behind it") {
+// A store of busy events appended in batches of `batch`, and a crash image taken while it was open.
+struct crashed_store {
+    static constexpr std::size_t batch = 8;
     temp_dir dir;
     temp_dir image;
-    const auto events = testing::busy_events(10, 34);
-    {
+    std::vector<event> events = testing::busy_events(10, 34);
+
+    crashed_store() {
         auto s = open_store(dir);
-        (void)append_live(*s, events, 8);
+        (void)append_live(*s, events, batch);
         copy_crash_image(dir, image);
     }
+};
+
+TEST_CASE("a damaged batch inside the write-ahead log stops the open, naming what lies behind it") {
+    const crashed_store c;
+    const auto& image = c.image;
+    const auto& events = c.events;
     wal_file wal(image);
     // Batches in the blocks after the damaged one, so that the log can be read on past it.
     REQUIRE(wal.end > 4 * 32768);
@@ -835,15 +844,10 @@ TEST_CASE("a damaged batch inside the write-ahead log stops the open, naming wha
 }
 
 TEST_CASE("a torn batch at the end of the write-ahead log is dropped, with a warning") {
-    temp_dir dir;
-    temp_dir image;
-    const auto events = testing::busy_events(10, 34);
-    const std::size_t last_batch = events.size() % 8 == 0 ? 8 : events.size() % 8;
-    {
-        auto s = open_store(dir);
-        (void)append_live(*s, events, 8);
-        copy_crash_image(dir, image);
-    }
+    const crashed_store c;
+    const auto& image = c.image;
+    const auto& events = c.events;
+    const std::size_t last_batch = events.size() % c.batch == 0 ? c.batch : events.size() % c.batch;
     {
         // The end of the last batch never reached the disk: zeros, as written ahead.
         wal_file wal(image);
@@ -871,17 +875,10 @@ TEST_CASE("a torn batch at the end of the write-ahead log is dropped, with a war
 }
 
 TEST_CASE("a crash image with a whole write-ahead log opens with every batch and no warning") {
-    temp_dir dir;
-    temp_dir image;
-    const auto events = testing::busy_events(10, 34);
-    {
-        auto s = open_store(dir);
-        (void)append_live(*s, events, 8);
-        copy_crash_image(dir, image);
-    }
-    auto s = open_store(image);
-    CHECK(s->last_sequence() == events.size());
-    CHECK(read_all(*s) == events);
+    const crashed_store c;
+    auto s = open_store(c.image);
+    CHECK(s->last_sequence() == c.events.size());
+    CHECK(read_all(*s) == c.events);
     CHECK(s->open_warnings().empty());
 }
 
