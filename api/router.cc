@@ -510,10 +510,7 @@ void router::place_trade(const caller& who, std::string_view body, responder res
         coid = coid_v->text;
     }
     const auto price = svc_.quote(*sym);
-    if (!price) {
-        return respond(
-            error(422, "unknown_symbol", fmt::format("{} is not listed", echoed(sym_v->text))));
-    }
+    if (!price) return respond(no_quote(sym_v->text));
     ::broker::place_trade cmd{who.customer_id, coid, *sym, *trade_side, quantity{qty_v->integer},
                               price, svc_.market_open(svc_.now()), svc_.collar_bps()};
     if (!coid.empty()) {
@@ -704,6 +701,18 @@ http_response router::trade_answer(const caller& who, trade_id id, outcome& o) {
     return error_for(o.code);
 }
 
+http_response router::no_quote(std::string_view ticker) {
+    // Before the exchange's first quotes (a networked exchange not reached yet) no symbol has a
+    // price: that says nothing about what is listed, and the client should retry, not give up.
+    if (!svc_.has_quotes()) {
+        http_response r = error(503, "quotes_unavailable",
+                                "no prices from the exchange yet; retry after Retry-After");
+        r.retry_after_s = 1;
+        return r;
+    }
+    return error(422, "unknown_symbol", fmt::format("{} is not listed", echoed(ticker)));
+}
+
 void router::get_account(const caller& who, bool positions, responder respond) {
     submit(::broker::get_account{who.customer_id}, std::move(respond), [positions](outcome& o) {
         if (o.code != errc::ok || !o.account) return error_for(o.code);
@@ -739,10 +748,7 @@ void router::open_customer(std::string_view id, std::string_view body, responder
         }
         for (const auto& [ticker, count] : pos_v->members) {
             const auto sym = parse_symbol(ticker);
-            if (!sym || !svc_.quote(*sym)) {
-                return respond(
-                    error(422, "unknown_symbol", fmt::format("{} is not listed", echoed(ticker))));
-            }
+            if (!sym || !svc_.quote(*sym)) return respond(no_quote(ticker));
             if (count.type != json_value::kind::integer || count.out_of_range ||
                 count.integer < 0 || count.integer > limits::opening_position_max) {
                 return respond(error(422, "invalid_quantity",

@@ -113,6 +113,9 @@ private:
     // Nothing when there is no such trade of the caller's; an error when the store could not be
     // read.
     [[nodiscard]] lookup<trade> trade_of(const caller& who, const outcome& o);
+    // The answer for a symbol without a quote: 422 unknown_symbol, or 503 quotes_unavailable
+    // before the exchange has sent any quote.
+    [[nodiscard]] http_response no_quote(std::string_view ticker);
     // The 503 answer when the store could not be read.
     [[nodiscard]] static http_response store_unreadable_error();
     // The 503 answer when the engine refuses a command.

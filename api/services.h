@@ -84,6 +84,9 @@ public:
                                                           trade_id id) = 0;
     // The exchange's latest price; nullopt when the symbol is not listed.
     [[nodiscard]] virtual std::optional<money> quote(symbol s) = 0;
+    // Whether the exchange has sent any quote yet (see exchange::gateway::has_quotes): when not,
+    // a symbol without a quote is not known to be unlisted.
+    [[nodiscard]] virtual bool has_quotes() { return true; }
     [[nodiscard]] virtual bool market_open(timestamp_ms now) = 0;
     [[nodiscard]] virtual std::int64_t collar_bps() const = 0;
     [[nodiscard]] virtual timestamp_ms now() = 0;

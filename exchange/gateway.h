@@ -70,6 +70,9 @@ public:
     virtual void reconcile(const order& o) = 0;
     // The latest price of a listed symbol; nullopt when the symbol is not listed. Non-blocking.
     [[nodiscard]] virtual std::optional<money> quote(symbol s) const = 0;
+    // Whether any quote has come in: false while a networked exchange has not yet been reached,
+    // when quote() knows no symbol at all and its nullopt says nothing about listings.
+    [[nodiscard]] virtual bool has_quotes() const { return true; }
     // Whether the exchange accepts orders at `now`.
     [[nodiscard]] virtual bool market_open(timestamp_ms now) const = 0;
     // Stops timers and threads; pending callbacks are abandoned (the exchange would retry them).

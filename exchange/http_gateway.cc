@@ -93,6 +93,11 @@ public:
     void submit(const order& o) override { enqueue(job{job::kind::submit, o, 0}); }
     void reconcile(const order& o) override { enqueue(job{job::kind::reconcile, o, 0}); }
 
+    bool has_quotes() const override {
+        std::lock_guard lock(quotes_mutex_);
+        return quotes_ != nullptr;
+    }
+
     std::optional<money> quote(symbol s) const override {
         std::shared_ptr<const quote_table> table;
         {

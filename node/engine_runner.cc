@@ -107,6 +107,7 @@ timestamp_ms engine_runner::now() {
 }
 
 std::optional<money> engine_runner::quote(symbol s) { return gateway_->quote(s); }
+bool engine_runner::has_quotes() { return gateway_->has_quotes(); }
 
 bool engine_runner::market_open(timestamp_ms t) {
     return config_.market_open ? config_.market_open(t) : gateway_->market_open(t);

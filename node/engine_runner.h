@@ -96,6 +96,7 @@ public:
     [[nodiscard]] api::lookup<trade> find_closed_trade(const std::string& customer_id,
                                                        trade_id id) override;
     [[nodiscard]] std::optional<money> quote(symbol s) override;
+    [[nodiscard]] bool has_quotes() override;
     [[nodiscard]] bool market_open(timestamp_ms now) override;
     [[nodiscard]] std::int64_t collar_bps() const override { return config_.collar_bps; }
     [[nodiscard]] timestamp_ms now() override;

@@ -28,6 +28,7 @@ public:
     // Runs before every updates_since read (a store that fails in the middle of a catch-up).
     std::function<void()> before_updates_since;
     bool store_unreadable = false;  // every read of the store fails
+    bool no_quotes_yet = false;     // the exchange has sent no quote yet
 
     bool submit(command c, api::completion done) override {
         if (full) return false;
@@ -87,10 +88,12 @@ public:
         return std::optional<trade>{it->second};
     }
     std::optional<money> quote(symbol sym) override {
+        if (no_quotes_yet) return std::nullopt;
         if (sym == *parse_symbol("AAPL")) return money{100 * limits::ticks_per_usd};
         if (sym == *parse_symbol("MSFT")) return money{400 * limits::ticks_per_usd};
         return std::nullopt;
     }
+    bool has_quotes() override { return !no_quotes_yet; }
     bool market_open(timestamp_ms) override { return market_is_open; }
     std::int64_t collar_bps() const override { return 500; }
     timestamp_ms now() override { return now_ms; }

@@ -299,6 +299,28 @@ TEST_CASE("a full engine queue is answered 503 overloaded") {
     CHECK(f.code_of(r) == "overloaded");
 }
 
+TEST_CASE("before the exchange's first quote a symbol is not refused as unlisted") {
+    fixture f;
+    f.open("alice");
+    f.svc.no_quotes_yet = true;
+    const auto placed = f.call("POST", "/v1/trades", f.token("alice"),
+                               R"({"symbol":"AAPL","side":"BUY","quantity":1})");
+    CHECK(placed.status == 503);
+    CHECK(f.code_of(placed) == "quotes_unavailable");
+    CHECK(placed.retry_after_s == 1);
+    const auto opened =
+        f.call("PUT", "/admin/v1/customers/bob", f.admin, R"({"cash":"1","positions":{"AAPL":1}})");
+    CHECK(opened.status == 503);
+    CHECK(f.code_of(opened) == "quotes_unavailable");
+    // Nothing was placed or opened; once quotes come, an unlisted symbol is 422 again.
+    CHECK(f.svc.s.customers.count("bob") == 0);
+    f.svc.no_quotes_yet = false;
+    const auto unlisted = f.call("POST", "/v1/trades", f.token("alice"),
+                                 R"({"symbol":"ZZZZ","side":"BUY","quantity":1})");
+    CHECK(unlisted.status == 422);
+    CHECK(f.code_of(unlisted) == "unknown_symbol");
+}
+
 TEST_CASE("exchange callbacks are applied once when signed and refused when not") {
     fixture f;
     f.open("alice");

@@ -642,6 +642,40 @@ class OutageAndCrashTest(FaultTestCase):
         report("%-28s %d trades were held across the outage" % (name, len(held)))
 
     @dump_logs_on_failure
+    def test_before_the_exchange_is_reached_a_placement_is_retryable_not_unlisted(self):
+        # brokerd starts while its exchange is down: with no quote yet it cannot tell a listed
+        # symbol from an unlisted one, so a placement is 503 quotes_unavailable (retry), not 422
+        # unknown_symbol (give up), until the exchange's quotes come in.
+        port = harness.free_port()
+        b = harness.Broker(self.workdir.path, name="early-brokerd",
+                           args=["--exchange", "http://127.0.0.1:%d" % port, "--exchange-secret",
+                                 EXCHANGE_SECRET, "--market-hours", "always"])
+        self.brokers.append(b)
+        b.start()
+        self.open_customer(b, "early-1", OPENING_CASH)
+        order = {"symbol": "AAPL", "side": "BUY", "quantity": 1}
+        st, body = b.request("POST", "/v1/trades", order, token=b.token("early-1"))
+        self.assertEqual((st, body.get("code")), (503, "quotes_unavailable"), body)
+        args = []
+        for k, v in BASE_SIM.items():
+            args += [k, v]
+        sim = harness.ExchangeSim(self.workdir.path, name="early-exchange",
+                                  secret=EXCHANGE_SECRET, args=args)
+        self.sims.append(sim)
+        sim.start(port=port)
+        deadline = time.monotonic() + 30
+        while True:
+            st, body = b.request("POST", "/v1/trades", order, token=b.token("early-1"))
+            if st == 201:
+                break
+            self.assertEqual((st, body.get("code")), (503, "quotes_unavailable"), body)
+            self.assertLess(time.monotonic(), deadline, "no quotes 30 s after the exchange came")
+            time.sleep(0.2)
+        st, body = b.request("POST", "/v1/trades", dict(order, symbol="ZZZZ"),
+                             token=b.token("early-1"))
+        self.assertEqual((st, body.get("code")), (422, "unknown_symbol"), body)
+
+    @dump_logs_on_failure
     def test_ten_second_outage_503(self):
         self.run_outage("503", seed=21)
 
