@@ -77,8 +77,8 @@ public:
     // thread (see services.h). `req` is not used after this returns.
     using stream_decision = std::function<void(result<stream_request, http_response>)>;
     void authorize_stream(const http_request& req, stream_decision done);
-    // Whether `target` names GET /v1/stream, read as every route is (empty segments ignored, so
-    // "/v1/stream/" too): the server upgrades exactly what the router would call the stream.
+    // Whether `target` names GET /v1/stream, read as every route is (paths as written, so
+    // "/v1/stream/" does not): the server upgrades exactly what the router would call the stream.
     [[nodiscard]] static bool is_stream_target(std::string_view target);
 
     [[nodiscard]] services& backend() { return svc_; }

@@ -73,8 +73,6 @@ std::optional<std::string_view> repeated_header(const http::request<http::string
     return std::nullopt;
 }
 
-// RFC 9112 3.2: an HTTP/1.1 request must carry one Host (empty is allowed: a target without an
-// authority), and its value must be host[:port]. Why not, or nothing when it does.
 // The bytes of a Host value: reg-name, IPv4 or an IP literal in brackets, then an optional port
 // (RFC 3986 3.2.2).
 constexpr std::array<bool, 256> host_bytes = [] {
@@ -87,6 +85,8 @@ constexpr std::array<bool, 256> host_bytes = [] {
     return ok;
 }();
 
+// RFC 9112 3.2: an HTTP/1.1 request must carry one Host (empty is allowed: a target without an
+// authority), and its value must be host[:port]. Why not, or nothing when it does.
 std::optional<std::string_view> host_error(const http::request<http::string_body>& req) {
     // One lookup for both: a request's field lookups cost more than the rest of this check.
     const auto [host, after] = req.equal_range(http::field::host);
@@ -212,7 +212,6 @@ public:
 private:
     void do_read() {
         head_ = false;
-        continue_sent_ = false;
         parser_.emplace();
         parser_->body_limit(config_.body_limit_bytes);
         parser_->header_limit(static_cast<std::uint32_t>(config_.header_limit_bytes));
@@ -256,7 +255,7 @@ private:
         read_body();
     }
 
-    // The header is in; the body may not be.
+    // The header is in; the body may not be. Runs once per request.
     void read_body() {
         if (parser_->is_done()) return on_read({}, 0);
         send_continue_if_expected();
@@ -270,12 +269,11 @@ private:
     // are already here.
     void send_continue_if_expected() {
         const auto& head = parser_->get();
-        if (continue_sent_ || head.version() < 11 || buffer_.size() > 0) return;
+        if (head.version() < 11 || buffer_.size() > 0) return;
         if (!beast::iequals(head[http::field::expect], "100-continue")) return;
-        continue_sent_ = true;
         static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
-        // At most one write is outstanding: the final answer is written only after the body is
-        // read, and the body comes only after the client has seen this.
+        // Asio tries the send at once: with the client waiting (nothing of ours unread), the 25
+        // bytes leave before this returns, so ahead of the final answer, which needs the body.
         net::async_write(stream_, net::buffer(interim.data(), interim.size()),
                          [self = shared_from_this()](beast::error_code e, std::size_t) {
                              if (e) self->close();
@@ -445,7 +443,6 @@ private:
     http::request<http::string_body> request_;
     http::response<http::string_body> response_;
     bool head_ = false;  // the request being answered is a HEAD: the answer has no body
-    bool continue_sent_ = false;  // this request's interim 100 Continue went out
     std::optional<http::response_serializer<http::string_body>> serializer_;
     bool keep_alive_ = true;
 };

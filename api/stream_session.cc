@@ -43,6 +43,21 @@ std::string update_frame(const trade_update& u) {
     return frame;
 }
 
+class stream_session;
+
+// Every stream session alive, for close_all_streams. Sessions enter at construction and leave at
+// destruction; close_all_streams takes each one's shared_ptr under the lock, so a session being
+// destroyed (its weak_ptr already expired) is skipped.
+struct live_streams {
+    std::mutex mutex;
+    std::unordered_set<stream_session*> sessions;  // guarded by mutex
+};
+
+live_streams& all_streams() {
+    static live_streams* streams = new live_streams;  // never destroyed: sessions outlive main
+    return *streams;
+}
+
 // One WebSocket stream of a customer's trade updates (see stream_session.h).
 //
 // Every member runs on the connection's executor (that of the tcp_stream handed over by the HTTP
@@ -71,21 +86,6 @@ std::string update_frame(const trade_update& u) {
 // processed and a closed or dead peer is noticed. Text or binary messages from the client are
 // ignored (a client may well send application-level keep-alives); messages over 4 KiB fail the
 // read, and Beast closes with 1009.
-class stream_session;
-
-// Every stream session alive, for close_all_streams. Sessions enter at construction and leave at
-// destruction; close_all_streams takes each one's shared_ptr under the lock, so a session being
-// destroyed (its weak_ptr already expired) is skipped.
-struct live_streams {
-    std::mutex mutex;
-    std::unordered_set<stream_session*> sessions;  // guarded by mutex
-};
-
-live_streams& all_streams() {
-    static live_streams* streams = new live_streams;  // never destroyed: sessions outlive main
-    return *streams;
-}
-
 class stream_session : public std::enable_shared_from_this<stream_session> {
 public:
     stream_session(beast::tcp_stream&& stream, http::request<http::string_body>&& upgrade,

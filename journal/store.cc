@@ -155,7 +155,7 @@ rocksdb::DBOptions db_options(bool read_only) {
     // An incomplete batch at the end of the WAL (the write in progress when the process died) is
     // dropped; a batch that fails its checksum stops the open, wherever it is. store::open then
     // tells a torn tail (nobody was told about that batch) from damage with acknowledged batches
-    // behind it, which must never be dropped quietly (open_tolerating_a_torn_tail).
+    // behind it, which must never be dropped quietly (store::open).
     o.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
     o.keep_log_file_num = 10;
     // All memtables together stay under this (the fullest is flushed first), so memory does not
