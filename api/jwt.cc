@@ -112,6 +112,8 @@ struct token_parts {
 
     claims out;
     bool has_sub = false, sub_is_string = false, has_exp = false, has_iat = false, has_role = false;
+    bool has_nbf = false;
+    std::int64_t nbf = 0;
     for (const simdjson::dom::key_value_pair field : object) {
         // Duplicated claims are refused (RFC 7519 section 4 allows that or "last one wins"), so
         // that no other parser in front of us can read a different claim than we do.
@@ -126,6 +128,11 @@ struct token_parts {
                 return unexpected{jwt_error::malformed};
             }
             has_exp = true;
+        } else if (field.key == "nbf") {
+            if (has_nbf || field.value.get_int64().get(nbf)) {
+                return unexpected{jwt_error::malformed};
+            }
+            has_nbf = true;
         } else if (field.key == "iat") {
             if (has_iat || field.value.get_int64().get(out.iat)) {
                 return unexpected{jwt_error::malformed};
@@ -141,6 +148,7 @@ struct token_parts {
         }
     }
     if (has_exp && now >= out.exp) return unexpected{jwt_error::expired};
+    if (has_nbf && now < nbf) return unexpected{jwt_error::not_yet_valid};
     if (!has_sub) return unexpected{jwt_error::missing_subject};
     if (!sub_is_string || !valid_customer_id(out.sub)) {
         return unexpected{jwt_error::invalid_subject};
@@ -180,6 +188,8 @@ std::string_view to_string(jwt_error e) {
             return "token_bad_signature";
         case jwt_error::expired:
             return "token_expired";
+        case jwt_error::not_yet_valid:
+            return "token_not_yet_valid";
         case jwt_error::missing_subject:
             return "token_missing_subject";
         case jwt_error::invalid_subject:

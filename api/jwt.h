@@ -15,14 +15,17 @@
 //   3. the signature is canonical base64url                             -> malformed
 //      of HMAC-SHA256 over "header.payload", compared in constant time  -> bad_signature
 //   4. only then the payload is read: canonical base64url of a JSON object;
-//      `exp`, `iat` integers and `role` a string when present; no claim
-//      given twice                                                      -> malformed
+//      `exp`, `nbf`, `iat` integers and `role` a string when present; no
+//      claim given twice                                                -> malformed
 //   5. `exp`, when present, is in the future (`now >= exp` is expired)  -> expired
-//   6. `sub` is present                                                 -> missing_subject
+//   6. `nbf`, when present, is not in the future (`now < nbf`)          -> not_yet_valid
+//   7. `sub` is present                                                 -> missing_subject
 //      and a valid customer id (engine/types.h)                         -> invalid_subject
 // Tokens without `exp` are accepted because RFC 7519 makes it optional and only holders of the
-// secret can mint them; `brokerctl token` always sets one (default TTL one hour). `nbf`, `iss` and
-// `aud` are not used by brokerd's tokens and are ignored.
+// secret can mint them; `brokerctl token` always sets one (default TTL one hour). `nbf` is honoured
+// as RFC 7519 4.1.5 requires, with no leeway (as for `exp`): an issuer whose clock runs ahead
+// mints tokens that are refused until brokerd's clock reaches their `nbf`. `iss` and `aud` are not
+// used by brokerd's tokens and are ignored.
 //
 // Thread-safety: both functions are pure (time comes in as an argument) and safe to call from any
 // number of threads at once; the JSON parser they use is thread-local.
@@ -54,6 +57,7 @@ enum class jwt_error {
     unsupported_algorithm,
     bad_signature,
     expired,
+    not_yet_valid,
     missing_subject,
     invalid_subject,
 };

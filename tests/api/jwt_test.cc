@@ -225,6 +225,25 @@ TEST_CASE("a token at or past its exp is refused as expired, one second before i
     CHECK(refusal(token, secret, now + 1'000'000) == jwt_error::expired);
 }
 
+TEST_CASE("a token before its nbf is refused as not_yet_valid, from its nbf on it verifies") {
+    const std::string token =
+        signed_payload(R"({"sub":"alice","nbf":1700000060,"exp":1700003600})");
+    CHECK(refusal(token, secret, 1'700'000'000) == jwt_error::not_yet_valid);
+    CHECK(refusal(token, secret, 1'700'000'059) == jwt_error::not_yet_valid);
+    CHECK(verify_jwt(token, secret, 1'700'000'060).has_value());
+    CHECK(verify_jwt(token, secret, 1'700'003'599).has_value());
+    // Past exp, expired wins: the token will never be good.
+    CHECK(refusal(token, secret, 1'700'003'600) == jwt_error::expired);
+    // An nbf in the past or at the epoch admits the token; nothing but the signature vouches for it.
+    CHECK(verify_jwt(signed_payload(R"({"sub":"alice","nbf":0})"), secret, now).has_value());
+    CHECK(verify_jwt(signed_payload(R"({"sub":"alice","nbf":-5})"), secret, now).has_value());
+}
+
+TEST_CASE("a not-yet-valid token is refused before its subject is judged") {
+    CHECK(refusal(signed_payload(R"({"sub":"not valid","nbf":9000000000})")) ==
+          jwt_error::not_yet_valid);
+}
+
 TEST_CASE("a token without exp is accepted at any time") {
     const std::string token = signed_payload(R"({"sub":"alice"})");
     CHECK(verify_jwt(token, secret, now).has_value());
@@ -267,6 +286,8 @@ TEST_CASE("claims of the wrong type or given twice make a signed payload malform
          {R"({"sub":"alice","exp":"1800000000"})", R"({"sub":"alice","exp":1.8e9})",
           R"({"sub":"alice","exp":1800000000.5})", R"({"sub":"alice","exp":null})",
           R"({"sub":"alice","exp":99999999999999999999})", R"({"sub":"alice","iat":"now"})",
+          R"({"sub":"alice","nbf":"1700000000"})", R"({"sub":"alice","nbf":1.7e9})",
+          R"({"sub":"alice","nbf":null})", R"({"sub":"alice","nbf":1,"nbf":2})",
           R"({"sub":"alice","role":1})", R"({"sub":"alice","role":null})",
           R"({"sub":"alice","role":["admin"]})", R"({"sub":"alice","sub":"alice"})",
           R"({"sub":"alice","sub":"bob"})", R"({"sub":"alice","exp":1800000000,"exp":1})",
@@ -385,8 +406,10 @@ TEST_CASE("base64url round-trips every length and refuses non-canonical text") {
 TEST_CASE("error details are snake_case and distinct") {
     const std::vector<jwt_error> all{jwt_error::malformed,       jwt_error::unsupported_algorithm,
                                      jwt_error::bad_signature,   jwt_error::expired,
-                                     jwt_error::missing_subject, jwt_error::invalid_subject};
+                                     jwt_error::not_yet_valid,   jwt_error::missing_subject,
+                                     jwt_error::invalid_subject};
     CHECK(to_string(jwt_error::expired) == "token_expired");
+    CHECK(to_string(jwt_error::not_yet_valid) == "token_not_yet_valid");
     for (std::size_t i = 0; i < all.size(); ++i) {
         for (const char c : to_string(all[i])) CHECK(((c >= 'a' && c <= 'z') || c == '_'));
         for (std::size_t j = i + 1; j < all.size(); ++j) {
