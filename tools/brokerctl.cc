@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -116,6 +118,16 @@ struct token_options {
     CLI::App app{"brokerctl: tokens and administration for brokerd"};
     app.require_subcommand(1);
     const std::vector<command> commands{add_token_command(app)};
+    // CLI11 reports a misspelt verb as a missing one; name it and list what exists.
+    std::string known;
+    for (const command& c : commands) known += (known.empty() ? "" : ", ") + c.app->get_name();
+    if (argc < 2) return usage_error(fmt::format("a subcommand is required: {}", known));
+    if (const std::string_view verb = argv[1];
+        !verb.starts_with('-') &&
+        std::none_of(commands.begin(), commands.end(),
+                     [&](const command& c) { return c.app->get_name() == verb; })) {
+        return usage_error(fmt::format("unknown subcommand '{}' (known: {})", verb, known));
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

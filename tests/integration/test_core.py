@@ -441,6 +441,8 @@ class CoreTest(BrokerTestCase):
                 ("broker-replay", ["--data-dir", tmp, "--until", "0"]),
                 ("broker-replay", ["--data-dir", tmp, "--until", "18446744073709551616"]),
                 ("brokerctl", ["token", "--no-such-flag"]),
+                ("brokerctl", ["tokn", "--sub", "a"]),
+                ("brokerctl", []),
             ]
             if os.access(harness.binary("exchange-sim"), os.X_OK):
                 cases.append(("exchange-sim", ["--no-such-flag"]))
@@ -466,6 +468,11 @@ class CoreTest(BrokerTestCase):
                                 "--sub", "a"], capture_output=True, text=True, timeout=30)
             self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
             self.assertIn("needs at least 32", p.stderr)
+            # A misspelt verb is named, with the verbs there are.
+            p = subprocess.run([harness.binary("brokerctl"), "tokn", "--sub", "a"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+            self.assertIn("unknown subcommand 'tokn' (known: token)", p.stderr)
             self.assertIn("holidays", brokerd_stderr(secret, "--holidays",
                                                      os.path.join(tmp, "missing.txt")))
             self.assertIn("--callback-url", brokerd_stderr(
