@@ -447,6 +447,74 @@ private:
     bool keep_alive_ = true;
 };
 
+// A connection over `connections_max` is told so: a bare close reads as a network fault, and a
+// client retries at once. It gets a 503 with Retry-After, written without reading its request;
+// then what it sent is read and dropped until it closes or a second has passed, because closing
+// a socket with unread bytes resets the connection, and a reset can discard the answer before
+// the client reads it (RFC 9112 9.6). Refusals in progress are bounded too (`refusals_max`);
+// past that a connection is closed at once.
+class overflow_refusal : public std::enable_shared_from_this<overflow_refusal> {
+  public:
+    static constexpr std::size_t refusals_max = 64;
+
+    overflow_refusal(tcp::socket socket, std::shared_ptr<std::atomic<std::size_t>> refusing)
+        : socket_(std::move(socket)),
+          timer_(socket_.get_executor()),
+          refusing_(std::move(refusing)) {}
+    overflow_refusal(const overflow_refusal&) = delete;
+    overflow_refusal& operator=(const overflow_refusal&) = delete;
+    ~overflow_refusal() { refusing_->fetch_sub(1); }
+
+    net::any_io_executor executor() { return socket_.get_executor(); }
+
+    // Runs on the socket's own context.
+    void start() {
+        response_.version(11);
+        response_.result(http::status::service_unavailable);
+        response_.set(http::field::server, "brokerd");
+        response_.set(http::field::date, http_date());
+        response_.set(http::field::content_type, "application/json");
+        response_.set(http::field::cache_control, "no-store");
+        response_.set(http::field::retry_after, "1");
+        response_.keep_alive(false);
+        response_.body() = error_json("too_many_connections",
+                                      "the server is at its connection limit; retry later");
+        response_.prepare_payload();
+        timer_.expires_after(std::chrono::seconds(1));
+        timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (!ec) self->close();
+        });
+        http::async_write(socket_, response_,
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              if (ec) return self->close();
+                              beast::error_code ignored;
+                              self->socket_.shutdown(tcp::socket::shutdown_send, ignored);
+                              self->drain();
+                          });
+    }
+
+  private:
+    void drain() {
+        socket_.async_read_some(net::buffer(sink_),
+                                [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                    if (ec) return self->close();
+                                    self->drain();
+                                });
+    }
+
+    void close() {
+        timer_.cancel();
+        beast::error_code ignored;
+        socket_.close(ignored);
+    }
+
+    tcp::socket socket_;
+    net::steady_timer timer_;
+    std::shared_ptr<std::atomic<std::size_t>> refusing_;
+    http::response<http::string_body> response_;
+    std::array<char, 4096> sink_{};
+};
+
 }  // namespace
 
 struct server::impl : std::enable_shared_from_this<server::impl> {
@@ -466,8 +534,14 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             spdlog::warn("accept failed: {}", ec.message());
         } else if (open_->load() >= config_.connections_max) {
             // Over the connection bound: refuse at once rather than queue without limit.
-            beast::error_code ignored;
-            socket.close(ignored);
+            if (refusing_->fetch_add(1) < overflow_refusal::refusals_max) {
+                auto r = std::make_shared<overflow_refusal>(std::move(socket), refusing_);
+                net::post(r->executor(), [r] { r->start(); });
+            } else {
+                refusing_->fetch_sub(1);
+                beast::error_code ignored;
+                socket.close(ignored);
+            }
         } else {
             open_->fetch_add(1);
             std::make_shared<session>(std::move(socket), router_, config_, open_)->run();
@@ -481,6 +555,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     router& router_;
     server_config config_;
     std::shared_ptr<std::atomic<std::size_t>> open_ = std::make_shared<std::atomic<std::size_t>>(0);
+    std::shared_ptr<std::atomic<std::size_t>> refusing_ =
+        std::make_shared<std::atomic<std::size_t>>(0);
 };
 
 server::server(std::vector<net::io_context*> contexts, router& r, server_config config)

@@ -1469,6 +1469,83 @@ class ApiTest(BrokerTestCase):
         self.assertTrue(line.startswith(b"HTTP/1.1 201 "), line)
 
     @dump_logs_on_failure
+    def test_a_connection_over_the_bound_gets_503_and_the_connections_within_are_served(self):
+        b = self.start_broker(["--max-connections", "3"])
+        cid = "over-bound"
+        self.open_customer(b, cid, "1000.0000")
+        tok = b.token(cid)
+        harness.close_thread_connections()  # the setup's keep-alive connection counts too
+        healthz = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+        def read_answer(s):
+            # One answer with a Content-Length: header, then exactly that many body bytes.
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            fields = {k.strip().lower(): v.strip() for k, v in
+                      (line.split(":", 1) for line in lines[1:] if ":" in line)}
+            while len(rest) < int(fields.get("content-length", "0")):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                rest += chunk
+            return int(lines[0].split()[1]) if lines[0] else None, fields, rest
+
+        def held_connection():
+            # Retried while the node notices the setup's connection closing.
+            deadline = time.monotonic() + 5
+            while True:
+                s = socket.create_connection((HOST, b.port), timeout=5)
+                s.sendall(healthz)
+                try:
+                    status, _, _ = read_answer(s)
+                except OSError:
+                    status = None
+                if status == 200 or time.monotonic() > deadline:
+                    self.assertEqual(status, 200)
+                    self.addCleanup(s.close)
+                    return s
+                s.close()
+                time.sleep(0.05)
+
+        held = [held_connection() for _ in range(3)]
+        body = json.dumps({"symbol": "AAPL", "side": "BUY", "quantity": 1}).encode()
+        over = socket.create_connection((HOST, b.port), timeout=5)
+        self.addCleanup(over.close)
+        over.sendall(b"POST /v1/trades HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Authorization: Bearer " + tok.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: " +
+                     str(len(body)).encode() + b"\r\n\r\n" + body)
+        status, fields, payload = read_answer(over)
+        self.assertEqual(status, 503, (fields, payload))
+        self.assertEqual(json.loads(payload)["code"], "too_many_connections", payload)
+        self.assertEqual(fields.get("retry-after"), "1", fields)
+        self.assertEqual(fields.get("connection", "").lower(), "close", fields)
+        # Then an orderly end of stream, not a reset.
+        self.assertEqual(over.recv(1), b"")
+        # The connections within the bound are served as before.
+        for s in held:
+            s.sendall(healthz)
+            self.assertEqual(read_answer(s)[0], 200)
+        # With one of them closed, a new connection is taken; the refused order was never placed.
+        held[0].close()
+        held[0] = held_connection()
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while True:
+            st, listed, _ = http_full(b.port, "GET", "/v1/trades", token=tok)
+            if st == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(st, 200, listed)
+        self.assertEqual(listed["trades"], [], listed)
+
     def test_a_slowloris_client_is_disconnected_while_normal_clients_are_served(self):
         b = self.start_broker()
         cid = "slow-loris"
