@@ -101,6 +101,39 @@ std::optional<std::string_view> host_error(const http::request<http::string_body
     return std::nullopt;
 }
 
+// RFC 9112 3.2.2: a server must accept a target in absolute-form ("http://host:port/path?q"),
+// which proxies send. Its path and query, as the origin-form a client would send directly
+// ("/" when the path is empty); nullopt when the target is not in absolute-form, and an empty
+// view when its authority is not host[:port]. `spare` holds the text when it must be made.
+std::optional<std::string_view> absolute_form_path(std::string_view target, std::string& spare) {
+    const auto scheme_is = [&](std::string_view scheme) {
+        return target.size() > scheme.size() &&
+               std::equal(scheme.begin(), scheme.end(), target.begin(), [](char a, char b) {
+                   return a == std::tolower(static_cast<unsigned char>(b));
+               });
+    };
+    std::size_t at = 0;
+    if (scheme_is("http://")) {
+        at = 7;
+    } else if (scheme_is("https://")) {
+        at = 8;
+    } else {
+        return std::nullopt;
+    }
+    const std::size_t end = std::min(target.find_first_of("/?#", at), target.size());
+    const std::string_view authority = target.substr(at, end - at);
+    if (authority.empty() || !std::all_of(authority.begin(), authority.end(), [](char c) {
+            return host_bytes[static_cast<unsigned char>(c)];
+        })) {
+        return std::string_view{};
+    }
+    const std::string_view rest = target.substr(end);
+    if (!rest.empty() && rest.front() == '/') return rest;
+    spare = "/";
+    spare += rest;
+    return std::string_view(spare);
+}
+
 // The Date header's value for now (RFC 9110 6.6.1: an origin server with a clock sends one in
 // every 2xx to 4xx answer; clients use it to spot a skewed clock before trusting a token's exp).
 // Formatted once a second per thread.
@@ -316,12 +349,23 @@ private:
             if (refused->close) keep_alive_ = false;
             return write(std::move(refused->response));
         }
+        target_ = view(request_.target());
+        if (const auto path = absolute_form_path(target_, absolute_target_)) {
+            if (path->empty()) {
+                return write(http_response{
+                    400,
+                    error_json("bad_request", "the target's authority is not host[:port]"),
+                    {},
+                    0});
+            }
+            target_ = *path;
+        }
         if (websocket::is_upgrade(request_) && request_.method() == http::verb::get &&
-            router::is_stream_target(view(request_.target()))) {
+            router::is_stream_target(target_)) {
             return upgrade();
         }
         http_request req{view(request_.method_string()),
-                         view(request_.target()),
+                         target_,
                          view(request_[http::field::authorization]),
                          view(request_["X-Exchange-Signature"]),
                          request_.body(),
@@ -336,8 +380,11 @@ private:
 
     void upgrade() {
         if (auto refused = handshake_error(request_)) return write(std::move(*refused));
-        const http_request req{view(request_.method_string()), view(request_.target()),
-                               view(request_[http::field::authorization]), {}, {}};
+        const http_request req{view(request_.method_string()),
+                               target_,
+                               view(request_[http::field::authorization]),
+                               {},
+                               {}};
         router_.authorize_stream(
             req, [self = shared_from_this()](result<stream_request, http_response> allowed) {
                 net::dispatch(self->stream_.get_executor(),
@@ -443,6 +490,8 @@ private:
     http::request<http::string_body> request_;
     http::response<http::string_body> response_;
     bool head_ = false;  // the request being answered is a HEAD: the answer has no body
+    std::string_view target_;      // the request's target in origin-form
+    std::string absolute_target_;  // target_'s text when the request had none to point into
     std::optional<http::response_serializer<http::string_body>> serializer_;
     bool keep_alive_ = true;
 };

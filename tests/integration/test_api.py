@@ -1469,6 +1469,30 @@ class ApiTest(BrokerTestCase):
         self.assertTrue(line.startswith(b"HTTP/1.1 201 "), line)
 
     @dump_logs_on_failure
+    def test_a_target_in_absolute_form_is_served_as_its_path(self):
+        # RFC 9112 3.2.2: a server must accept absolute-form, which proxies send.
+        b = self.start_broker()
+        cid = "absolute-form"
+        self.open_customer(b, cid, "1000.0000")
+        tok = b.token(cid)
+        origin = "http://127.0.0.1:%d" % b.port
+        st, plain, _ = http_full(b.port, "GET", "/v1/account", token=tok)
+        self.assertEqual(st, 200, plain)
+        for target in (origin + "/v1/account", "HTTPS://example.com/v1/account"):
+            st, body, _ = http_full(b.port, "GET", target, token=tok)
+            self.assertEqual((st, body), (200, plain), target)
+        st, placed, _ = http_full(b.port, "POST", origin + "/v1/trades", token=tok,
+                                  body={"symbol": "AAPL", "side": "BUY", "quantity": 1})
+        self.assertEqual(st, 201, placed)
+        st, listed, _ = http_full(b.port, "GET", origin + "/v1/trades?limit=1", token=tok)
+        self.assertEqual(st, 200, listed)
+        self.assertEqual([t["trade_id"] for t in listed["trades"]], [placed["trade_id"]])
+        # An authority that is not host[:port] is refused; a bare authority is the path "/".
+        st, body, _ = http_full(b.port, "GET", "http:///v1/account", token=tok)
+        self.assertEqual((st, body["code"]), (400, "bad_request"), body)
+        st, body, _ = http_full(b.port, "GET", origin, token=tok)
+        self.assertEqual((st, body["code"]), (404, "not_found"), body)
+
     def test_a_connection_over_the_bound_gets_503_and_the_connections_within_are_served(self):
         b = self.start_broker(["--max-connections", "3"])
         cid = "over-bound"
