@@ -20,7 +20,7 @@ place_line="$(printf '%s\n' "$out" | grep -- '-X POST' | head -n 1)"
 
 # Run the printed line exactly as a user would paste it.
 placed="$(TOKEN="$token" bash -c "$place_line")" || fail "the printed curl line failed"
-printf '%s' "$placed" | grep -q '"status":"PLACED"' || fail "placement answered: $placed"
+printf '%s' "$placed" | grep -qE '"status":"(PLACED|IN_PROGRESS)"' || fail "placement answered: $placed"
 trade_id="$(printf '%s' "$placed" | sed -n 's/.*"trade_id":"\([0-9a-f]*\)".*/\1/p')"
 
 for _ in $(seq 1 100); do

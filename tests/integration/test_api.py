@@ -1442,7 +1442,9 @@ class ApiTest(BrokerTestCase):
         s = socket.create_connection((HOST, b.port), timeout=10)
         self.addCleanup(s.close)
         f = s.makefile("rb")
-        for _ in range(2):  # twice on one connection: the second request starts in step
+        # Twice on one connection: the second request starts in step. The first trade goes to
+        # the exchange at once, the second waits behind it.
+        for expected in ("IN_PROGRESS", "PLACED"):
             s.sendall(head)
             # The interim answer comes while the body is still held back (a client waits for
             # it a second or so, then sends the body anyway).
@@ -1462,11 +1464,33 @@ class ApiTest(BrokerTestCase):
                 name, _, value = line.decode().partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value)
-            self.assertEqual(json.loads(f.read(length))["status"], "PLACED")
+            self.assertEqual(json.loads(f.read(length))["status"], expected)
         # A body sent together with its header needs no interim answer, and gets none.
         s.sendall(head + body)
         line = f.readline()
         self.assertTrue(line.startswith(b"HTTP/1.1 201 "), line)
+
+    @dump_logs_on_failure
+    def test_a_placement_answers_with_the_state_its_trade_is_in(self):
+        # The exchange holds every order (60 s), so nothing moves after the answers.
+        b = self.start_broker()
+        cid = "answer-state"
+        self.open_customer(b, cid, "100000.0000")
+        tok = b.token(cid)
+        order = {"symbol": "AAPL", "side": "BUY", "quantity": 1}
+        st, first, _ = http_full(b.port, "POST", "/v1/trades", body=order, token=tok)
+        self.assertEqual((st, first["status"]), (201, "IN_PROGRESS"), first)
+        st, second, _ = http_full(b.port, "POST", "/v1/trades", body=order, token=tok)
+        self.assertEqual((st, second["status"]), (201, "PLACED"), second)
+        for answered in (first, second):
+            st, now, _ = http_full(b.port, "GET", "/v1/trades/" + answered["trade_id"], token=tok)
+            self.assertEqual((st, now["status"]), (200, answered["status"]), now)
+        # What the answer says is what the client may do: the trade at the exchange is not
+        # cancelable, the queued one is.
+        st, body, _ = http_full(b.port, "DELETE", "/v1/trades/" + first["trade_id"], token=tok)
+        self.assertEqual((st, body["code"]), (422, "trade_not_cancelable"), body)
+        st, body, _ = http_full(b.port, "DELETE", "/v1/trades/" + second["trade_id"], token=tok)
+        self.assertEqual((st, body["status"]), (200, "CANCELED"), body)
 
     @dump_logs_on_failure
     def test_a_target_in_absolute_form_is_served_as_its_path(self):
