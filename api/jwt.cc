@@ -13,6 +13,7 @@
 
 #include <array>
 #include <climits>
+#include <cmath>
 
 #include "engine/assert.h"
 #include "engine/types.h"
@@ -100,6 +101,25 @@ struct token_parts {
     return CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
 }
 
+// A NumericDate claim (RFC 7519 2: seconds since the epoch, "non-integer values can be
+// represented"), as the whole second from which it has passed: now >= date exactly when
+// now >= ceil(date), for the whole seconds brokerd compares with. False when it is not a number.
+[[nodiscard]] bool numeric_date(simdjson::dom::element value, std::int64_t& out) {
+    if (!value.get_int64().get(out)) return true;
+    double seconds = 0;
+    if (value.get_double().get(seconds)) return false;
+    // Past the int64 range either way (a uint64 above INT64_MAX lands here too): the far future
+    // or past, which is what such a date means.
+    if (seconds >= 9.2e18) {
+        out = INT64_MAX;
+    } else if (seconds <= -9.2e18) {
+        out = INT64_MIN;
+    } else {
+        out = static_cast<std::int64_t>(std::ceil(seconds));
+    }
+    return true;
+}
+
 // Reads the claims of an authenticated payload. Claim types are checked before claim values so
 // that a token we cannot fully read is malformed, whatever its expiry or subject.
 [[nodiscard]] result<claims, jwt_error> read_claims(std::string_view json, std::int64_t now) {
@@ -124,17 +144,17 @@ struct token_parts {
             sub_is_string = !field.value.get_string().get(sub);
             if (sub_is_string) out.sub = std::string{sub};
         } else if (field.key == "exp") {
-            if (has_exp || field.value.get_int64().get(out.exp)) {
+            if (has_exp || !numeric_date(field.value, out.exp)) {
                 return unexpected{jwt_error::malformed};
             }
             has_exp = true;
         } else if (field.key == "nbf") {
-            if (has_nbf || field.value.get_int64().get(nbf)) {
+            if (has_nbf || !numeric_date(field.value, nbf)) {
                 return unexpected{jwt_error::malformed};
             }
             has_nbf = true;
         } else if (field.key == "iat") {
-            if (has_iat || field.value.get_int64().get(out.iat)) {
+            if (has_iat || !numeric_date(field.value, out.iat)) {
                 return unexpected{jwt_error::malformed};
             }
             has_iat = true;

@@ -15,8 +15,9 @@
 //   3. the signature is canonical base64url                             -> malformed
 //      of HMAC-SHA256 over "header.payload", compared in constant time  -> bad_signature
 //   4. only then the payload is read: canonical base64url of a JSON object;
-//      `exp`, `nbf`, `iat` integers and `role` a string when present; no
-//      claim given twice                                                -> malformed
+//      `exp`, `nbf`, `iat` numbers (RFC 7519 NumericDate: a fraction is
+//      rounded up to the next whole second) and `role` a string when
+//      present; no claim given twice                                    -> malformed
 //   5. `exp`, when present, is in the future (`now >= exp` is expired)  -> expired
 //   6. `nbf`, when present, is not in the future (`now < nbf`)          -> not_yet_valid
 //   7. `sub` is present                                                 -> missing_subject
