@@ -23,11 +23,70 @@ http_response error(unsigned status, std::string_view code, std::string_view mes
     return http_response{status, error_json(code, message), {}, 0};
 }
 
+// What an outcome means, for the error's message; the code stays what programs match on.
+std::string_view describe(errc e) {
+    switch (e) {
+        case errc::ok:
+            return "ok";
+        case errc::invalid_quantity:
+            return "quantity must be a whole number from 1 to 1000000";
+        case errc::invalid_symbol:
+            return "symbol must be 1-8 of A-Z, 0-9, '.'";
+        case errc::unknown_symbol:
+            return "the symbol is not listed";
+        case errc::invalid_price:
+            return "the price is not valid";
+        case errc::invalid_customer_id:
+            return "customer ids are 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'";
+        case errc::invalid_client_order_id:
+            return "client_order_id is not valid";
+        case errc::invalid_amount:
+            return "the amount is not valid";
+        case errc::notional_too_large:
+            return "the order's value (quantity times the limit price) is over $50,000,000";
+        case errc::insufficient_funds:
+            return "the buying power does not cover the order";
+        case errc::insufficient_shares:
+            return "the shares held and not already reserved for sale do not cover the order";
+        case errc::market_closed:
+            return "the market is closed";
+        case errc::too_many_open_trades:
+            return "the customer has too many open trades";
+        case errc::too_many_positions:
+            return "the customer would hold too many symbols";
+        case errc::customer_not_found:
+            return "no account for this customer; an operator opens accounts";
+        case errc::trade_not_found:
+            return "no such trade";
+        case errc::customer_exists_different:
+            return "the customer exists with other opening balances";
+        case errc::trade_not_cancelable:
+            return "only a PLACED trade can be canceled; this one is at the exchange or closed";
+        case errc::trade_not_in_progress:
+            return "the trade is not at the exchange";
+        case errc::fill_mismatch:
+            return "the fill does not match the order's terms";
+        case errc::trade_not_modifiable:
+            return "only a PLACED trade can be modified; this one is at the exchange or closed";
+        case errc::client_order_id_conflict:
+            return "this client_order_id was used for a different order";
+        case errc::stale_request:
+            return "the request waited too long; retry it";
+        case errc::exchange_rejected:
+            return "the exchange rejected the order";
+        case errc::limit_not_marketable:
+            return "the order's limit could not be met";
+        case errc::expired:
+            return "the order expired before it could be filled";
+    }
+    return "unexpected outcome";
+}
+
 http_response error_for(errc e) {
     // Word for word the 404 of a closed trade of another customer, which the router answers
     // itself: the message must not tell the two apart.
     if (e == errc::trade_not_found) return error(404, "trade_not_found", "no such trade");
-    return error(http_status_for(e), to_string(e), to_string(e));
+    return error(http_status_for(e), to_string(e), describe(e));
 }
 
 // Splits "/a/b?c" into path segments, ignoring the query (none of today's routes take one).

@@ -1489,6 +1489,11 @@ class ApiTest(BrokerTestCase):
         # cancelable, the queued one is.
         st, body, _ = http_full(b.port, "DELETE", "/v1/trades/" + first["trade_id"], token=tok)
         self.assertEqual((st, body["code"]), (422, "trade_not_cancelable"), body)
+        # The message says why, in words; the code is for programs.
+        self.assertIn("only a PLACED trade can be canceled", body["message"])
+        st, body, _ = http_full(b.port, "GET", "/v1/account", token=b.token("never-opened"))
+        self.assertEqual((st, body["code"]), (404, "customer_not_found"), body)
+        self.assertIn("no account", body["message"])
         st, body, _ = http_full(b.port, "DELETE", "/v1/trades/" + second["trade_id"], token=tok)
         self.assertEqual((st, body["status"]), (200, "CANCELED"), body)
 
