@@ -159,10 +159,17 @@ std::string engine_runner::metrics_text() {
         "# HELP broker_exchange_fill_breaks_total Fills the exchange reported against the order's "
         "terms (quantity, price, limit); each trade was rejected here and needs settling with the "
         "exchange.\n"
-        "# TYPE broker_exchange_fill_breaks_total counter\nbroker_exchange_fill_breaks_total {}\n",
+        "# TYPE broker_exchange_fill_breaks_total counter\nbroker_exchange_fill_breaks_total {}\n"
+        "# HELP broker_exchange_contradicting_reports_total Reports for a settled trade that "
+        "contradict how it settled (a fill of a trade closed otherwise, a second fill, a "
+        "rejection of a filled trade); acknowledged, changing nothing, each a break to settle "
+        "with the exchange.\n"
+        "# TYPE broker_exchange_contradicting_reports_total counter\n"
+        "broker_exchange_contradicting_reports_total {}\n",
         committed_sequence_.load(std::memory_order_relaxed),
         commits_.load(std::memory_order_relaxed), queued, storage_full_.load() ? 1 : 0,
-        hub_.subscribers(), fill_breaks_.load(std::memory_order_relaxed));
+        hub_.subscribers(), fill_breaks_.load(std::memory_order_relaxed),
+        contradicting_reports_.load(std::memory_order_relaxed));
     return text;
 }
 
@@ -597,6 +604,13 @@ api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch
     }
     const command& c = *cmd;
     decision d = decide(state_, c, t);
+    if (const auto* x = std::get_if<apply_execution>(&c); x != nullptr && d.code == errc::ok) {
+        if (d.events.empty()) {
+            check_repeated_report(*x);
+        } else {
+            remember_settled(*x, std::holds_alternative<trade_filled>(d.events.front()));
+        }
+    }
     api::outcome out;
     out.code = d.code;
     out.repeated = d.repeated;
@@ -659,6 +673,34 @@ api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch
     }
     out.sequence = state_.last_sequence;
     return out;
+}
+
+namespace {
+
+std::uint32_t exec_hash(const std::string& exec_id) {
+    return static_cast<std::uint32_t>(std::hash<std::string>{}(exec_id));
+}
+
+}  // namespace
+
+void engine_runner::remember_settled(const apply_execution& x, bool filled) {
+    settled_[x.id.value % settled_window] =
+        settled_report{x.id.value, exec_hash(x.exec_id), filled};
+}
+
+void engine_runner::check_repeated_report(const apply_execution& x) {
+    // A repeat (the same exec_id) is the exchange's at-least-once delivery; anything else about
+    // a settled trade means the two books disagree. Two rejections with different ids are both
+    // "not executed" and agree.
+    const settled_report& was = settled_[x.id.value % settled_window];
+    if (was.id != x.id.value || exec_hash(x.exec_id) == was.exec_hash) return;
+    if (!x.filled && !was.filled) return;
+    contradicting_reports_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error(
+        "the exchange reports trade {} {} (execution {:?}), but it settled {} here: nothing "
+        "changed; settle the break with the exchange",
+        format_trade_id(x.id), x.filled ? "filled" : "rejected", x.exec_id,
+        was.filled ? "filled by another execution" : "without a fill");
 }
 
 void engine_runner::commit(const journal::write_set& all) {

@@ -189,6 +189,23 @@ private:
     std::atomic<std::uint64_t> committed_sequence_{0};  // for metrics; the engine thread sets it
     std::atomic<std::uint64_t> commits_{0};
     std::atomic<std::uint64_t> fill_breaks_{0};  // fills the exchange reported against the terms
+    // Reports for a settled trade that contradict how it settled: a fill of a trade closed
+    // otherwise, a second fill, or a rejection of a filled trade.
+    std::atomic<std::uint64_t> contradicting_reports_{0};
+    // How the trades closed by the exchange's reports settled (filled or not, and a 32-bit hash
+    // of the execution id), so that a later report contradicting it is told from a repeat;
+    // engine thread only. Trade ids are one counter, so a table indexed by id modulo its size
+    // holds the closes of the last settled_window ids in fixed memory (2 MiB), with no
+    // allocation per trade. Older closes are overwritten; their later reports pass as repeats.
+    struct settled_report {
+        std::uint64_t id = 0;  // 0: empty (trade ids start at 1)
+        std::uint32_t exec_hash = 0;
+        bool filled = false;
+    };
+    static constexpr std::size_t settled_window = 131'072;
+    std::vector<settled_report> settled_ = std::vector<settled_report>(settled_window);
+    void remember_settled(const apply_execution& x, bool filled);
+    void check_repeated_report(const apply_execution& x);
     // How long each group commit took (the journal write and its fdatasync); the engine thread
     // adds, /metrics reads.
     latency_histogram commit_seconds_;

@@ -345,6 +345,12 @@ class FaultTestCase(test_core.BrokerTestCase):
         for cid in cids:
             self.assert_settled(b, cid, OPENING_CASH, OPENING_POS, by_cust[cid])
         self.assertEqual(b.digest(), digest, "the digest moved after the book had settled")
+        # exchange-sim keeps its books: every report brokerd saw again (duplicates, redeliveries
+        # after drops, outages and restarts) repeated the one that settled the trade.
+        st, text = b.request("GET", "/metrics")
+        if isinstance(text, bytes):
+            text = text.decode()
+        self.assertIn("broker_exchange_contradicting_reports_total 0\n", text)
 
         self.assertEqual(b.stop(), 0, "brokerd exit code after SIGTERM")
         self.assert_replay_matches(b, digest, customers=len(cids))
@@ -549,6 +555,14 @@ class CallbackAuthTest(FaultTestCase):
                                                                    int(time.time()), conflicting)})
         self.assertIn(st, (200, 409), (st, resp))
         self.assertEqual(b.digest(), applied, "a second execution of a FILLED trade changed state")
+        # It is a break, counted and logged; the repeats of the fill before it were not.
+        st, text = b.request("GET", "/metrics")
+        if isinstance(text, bytes):
+            text = text.decode()
+        self.assertIn("broker_exchange_contradicting_reports_total 1\n", text)
+        with open(b.stderr_path, "rb") as f:
+            self.assertIn("reports trade %s filled (execution \"forged-exec-3\"), but it settled "
+                          "filled by another execution" % tid, f.read().decode(errors="replace"))
         self.assert_settled(b, cid, OPENING_CASH, OPENING_POS, [t])
         refusals = 0
         with open(b.stderr_path, "rb") as f:
@@ -599,6 +613,22 @@ class CallbackAuthTest(FaultTestCase):
         self.assertIn("broker_exchange_fill_breaks_total 1\n", text)
         with open(b.stderr_path, "rb") as f:
             self.assertIn("against its terms", f.read().decode(errors="replace"))
+        # The repeat above was a repeat. A fill of the whole order now, under another execution
+        # id, contradicts the rejection: acknowledged, nothing applied, counted as a break.
+        before = (b.digest(), self.account(b, cid))
+        self.assertIn("broker_exchange_contradicting_reports_total 0\n", text)
+        late = body.replace(b'"quantity":6', b'"quantity":7').replace(b"break-1", b"break-2")
+        headers = {"X-Exchange-Signature": sign(EXCHANGE_SECRET, int(time.time()), late)}
+        st, resp = b.request("POST", "/v1/exchange/callbacks", late, headers=headers)
+        self.assertEqual(st, 200, (st, resp))
+        self.assertEqual((b.digest(), self.account(b, cid)), before)
+        st, text = b.request("GET", "/metrics")
+        if isinstance(text, bytes):
+            text = text.decode()
+        self.assertIn("broker_exchange_contradicting_reports_total 1\n", text)
+        with open(b.stderr_path, "rb") as f:
+            self.assertIn("reports trade %s filled (execution \"break-2\"), but it settled "
+                          "without a fill" % tid, f.read().decode(errors="replace"))
         digest = b.stable_digest()
         self.assertEqual(b.stop(), 0)
         self.assert_replay_matches(b, digest, customers=1, open_trades=1)  # the second
