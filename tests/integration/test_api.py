@@ -1432,7 +1432,7 @@ class ApiTest(BrokerTestCase):
 
     @dump_logs_on_failure
     def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(self):
-        b = self.start_broker()
+        b = self.start_broker(["--sim-latency-ms", "60000"])  # the first trade stays open
         cid = "expect-1"
         self.open_customer(b, cid, "100000.0000")
         body = json.dumps({"symbol": "AAPL", "side": "BUY", "quantity": 1}).encode()
@@ -1473,7 +1473,7 @@ class ApiTest(BrokerTestCase):
     @dump_logs_on_failure
     def test_a_placement_answers_with_the_state_its_trade_is_in(self):
         # The exchange holds every order (60 s), so nothing moves after the answers.
-        b = self.start_broker()
+        b = self.start_broker(["--sim-latency-ms", "60000"])
         cid = "answer-state"
         self.open_customer(b, cid, "100000.0000")
         tok = b.token(cid)
