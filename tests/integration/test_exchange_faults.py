@@ -109,6 +109,10 @@ def dump_logs_on_failure(fn):
 class FaultTestCase(test_core.BrokerTestCase):
     maxDiff = 4000
 
+    def node_log(self, b):
+        with open(b.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
     def setUp(self):
         # As test_core.BrokerTestCase.setUp, with our own work dir prefix.
         self.workdir = harness.WorkDir(prefix="brokerd-faults-")
@@ -347,10 +351,7 @@ class FaultTestCase(test_core.BrokerTestCase):
         self.assertEqual(b.digest(), digest, "the digest moved after the book had settled")
         # exchange-sim keeps its books: every report brokerd saw again (duplicates, redeliveries
         # after drops, outages and restarts) repeated the one that settled the trade.
-        st, text = b.request("GET", "/metrics")
-        if isinstance(text, bytes):
-            text = text.decode()
-        self.assertIn("broker_exchange_contradicting_reports_total 0\n", text)
+        self.assertEqual(self.read_metrics(b)["broker_exchange_contradicting_reports_total"], 0)
 
         self.assertEqual(b.stop(), 0, "brokerd exit code after SIGTERM")
         self.assert_replay_matches(b, digest, customers=len(cids))
@@ -556,13 +557,9 @@ class CallbackAuthTest(FaultTestCase):
         self.assertIn(st, (200, 409), (st, resp))
         self.assertEqual(b.digest(), applied, "a second execution of a FILLED trade changed state")
         # It is a break, counted and logged; the repeats of the fill before it were not.
-        st, text = b.request("GET", "/metrics")
-        if isinstance(text, bytes):
-            text = text.decode()
-        self.assertIn("broker_exchange_contradicting_reports_total 1\n", text)
-        with open(b.stderr_path, "rb") as f:
-            self.assertIn("reports trade %s filled (execution \"forged-exec-3\"), but it settled "
-                          "filled by another execution" % tid, f.read().decode(errors="replace"))
+        self.assertEqual(self.read_metrics(b)["broker_exchange_contradicting_reports_total"], 1)
+        self.assertIn("reports trade %s filled (execution \"forged-exec-3\"), but it settled "
+                      "filled by another execution" % tid, self.node_log(b))
         self.assert_settled(b, cid, OPENING_CASH, OPENING_POS, [t])
         refusals = 0
         with open(b.stderr_path, "rb") as f:
@@ -607,28 +604,21 @@ class CallbackAuthTest(FaultTestCase):
         self.assertEqual(account["cash"], money_ticks(OPENING_CASH))
         self.assertEqual(account["reserved_cash"], reserved_both - reserved_first)
         self.assertEqual(self.positions(b, cid)["AAPL"][0], OPENING_POS["AAPL"])
-        st, text = b.request("GET", "/metrics")
-        if isinstance(text, bytes):
-            text = text.decode()
-        self.assertIn("broker_exchange_fill_breaks_total 1\n", text)
-        with open(b.stderr_path, "rb") as f:
-            self.assertIn("against its terms", f.read().decode(errors="replace"))
+        metrics = self.read_metrics(b)
+        self.assertEqual(metrics["broker_exchange_fill_breaks_total"], 1)
+        self.assertIn("against its terms", self.node_log(b))
         # The repeat above was a repeat. A fill of the whole order now, under another execution
         # id, contradicts the rejection: acknowledged, nothing applied, counted as a break.
         before = (b.digest(), self.account(b, cid))
-        self.assertIn("broker_exchange_contradicting_reports_total 0\n", text)
+        self.assertEqual(metrics["broker_exchange_contradicting_reports_total"], 0)
         late = body.replace(b'"quantity":6', b'"quantity":7').replace(b"break-1", b"break-2")
         headers = {"X-Exchange-Signature": sign(EXCHANGE_SECRET, int(time.time()), late)}
         st, resp = b.request("POST", "/v1/exchange/callbacks", late, headers=headers)
         self.assertEqual(st, 200, (st, resp))
         self.assertEqual((b.digest(), self.account(b, cid)), before)
-        st, text = b.request("GET", "/metrics")
-        if isinstance(text, bytes):
-            text = text.decode()
-        self.assertIn("broker_exchange_contradicting_reports_total 1\n", text)
-        with open(b.stderr_path, "rb") as f:
-            self.assertIn("reports trade %s filled (execution \"break-2\"), but it settled "
-                          "without a fill" % tid, f.read().decode(errors="replace"))
+        self.assertEqual(self.read_metrics(b)["broker_exchange_contradicting_reports_total"], 1)
+        self.assertIn("reports trade %s filled (execution \"break-2\"), but it settled "
+                      "without a fill" % tid, self.node_log(b))
         digest = b.stable_digest()
         self.assertEqual(b.stop(), 0)
         self.assert_replay_matches(b, digest, customers=1, open_trades=1)  # the second
