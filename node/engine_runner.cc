@@ -165,11 +165,19 @@ std::string engine_runner::metrics_text() {
         "rejection of a filled trade); acknowledged, changing nothing, each a break to settle "
         "with the exchange.\n"
         "# TYPE broker_exchange_contradicting_reports_total counter\n"
-        "broker_exchange_contradicting_reports_total {}\n",
+        "broker_exchange_contradicting_reports_total {}\n"
+        "# HELP broker_trades_closed_total Trades that reached a final status, counted once "
+        "journaled.\n"
+        "# TYPE broker_trades_closed_total counter\n"
+        "broker_trades_closed_total{{status=\"FILLED\"}} {}\n"
+        "broker_trades_closed_total{{status=\"REJECTED\"}} {}\n"
+        "broker_trades_closed_total{{status=\"CANCELED\"}} {}\n",
         committed_sequence_.load(std::memory_order_relaxed),
         commits_.load(std::memory_order_relaxed), queued, storage_full_.load() ? 1 : 0,
         hub_.subscribers(), fill_breaks_.load(std::memory_order_relaxed),
-        contradicting_reports_.load(std::memory_order_relaxed));
+        contradicting_reports_.load(std::memory_order_relaxed),
+        closed_[0].load(std::memory_order_relaxed), closed_[1].load(std::memory_order_relaxed),
+        closed_[2].load(std::memory_order_relaxed));
     return text;
 }
 
@@ -383,6 +391,7 @@ void engine_runner::engine_loop() {
 
 void engine_runner::finish(batch& b) {
     if (!b.writes.events.empty() || !b.writes.changes.empty()) commit(b.writes);
+    count_closed(b.writes.changes);
     // Durable now: the orders go to the exchange, then the answers. One hand-off per IO thread
     // and round, not one per reply: each thread renders the answers to its own connections and
     // writes them without another hand-off.
@@ -405,6 +414,29 @@ void engine_runner::finish(batch& b) {
     // Streams see the changes in per-customer sequence order, one batch per customer per round
     // (a placement and its submission usually share one).
     publish_changes(b.writes.changes);
+}
+
+void engine_runner::count_closed(const std::vector<journal::indexed_change>& changes) {
+    // A trade changes once into a final status and never after, so each close counts once.
+    std::array<std::uint64_t, 3> n{};
+    for (const auto& c : changes) {
+        switch (c.change.snapshot.status) {
+            case trade_status::filled:
+                ++n[0];
+                break;
+            case trade_status::rejected:
+                ++n[1];
+                break;
+            case trade_status::canceled:
+                ++n[2];
+                break;
+            default:
+                break;
+        }
+    }
+    for (std::size_t i = 0; i < n.size(); ++i) {
+        if (n[i] != 0) closed_[i].fetch_add(n[i], std::memory_order_relaxed);
+    }
 }
 
 void engine_runner::start_snapshot() {

@@ -152,6 +152,7 @@ private:
     void engine_loop();
     // Commits a round, then releases it: replies, exchange orders, stream updates, snapshot.
     void finish(batch& b);
+    void count_closed(const std::vector<journal::indexed_change>& changes);
     void maintenance_loop();
     void commit(const journal::write_set& all);
     // Hands committed changes to the streams, one batch per customer (moves the snapshots out).
@@ -189,6 +190,8 @@ private:
     std::atomic<std::uint64_t> committed_sequence_{0};  // for metrics; the engine thread sets it
     std::atomic<std::uint64_t> commits_{0};
     std::atomic<std::uint64_t> fill_breaks_{0};  // fills the exchange reported against the terms
+    // Trades that reached a final status, durably: FILLED, REJECTED, CANCELED (in that order).
+    std::array<std::atomic<std::uint64_t>, 3> closed_{};
     // Reports for a settled trade that contradict how it settled: a fill of a trade closed
     // otherwise, a second fill, or a rejection of a filled trade.
     std::atomic<std::uint64_t> contradicting_reports_{0};

@@ -80,6 +80,7 @@ class BenchTest(BrokerTestCase):
                        "--server-counter", "broker_journal_commits_total",
                        "--server-counter", "broker_journal_commit_seconds_sum",
                        "--server-counter", 'broker_journal_commit_seconds_bucket{le="+Inf"}',
+                       "--server-counter", 'broker_trades_closed_total{status="FILLED"}',
                        "--server-counter", "broker_no_such_counter_total")
         self.assertEqual(r["errors"], 0, r)
         self.assertEqual(r["sent"], r["answered"])
@@ -88,6 +89,10 @@ class BenchTest(BrokerTestCase):
         self.assertEqual(r["http_status"], {"201": r["answered"]})
         self.assertEqual(r["placed"], r["answered"])
         self.assertEqual(trades_by_status(b), {"FILLED": r["placed"]})
+        # Every fill the stream showed was journaled before it was sent, so within the load
+        # brokerd counted as many as were placed.
+        self.assertEqual(r["server_counters"]['broker_trades_closed_total{status="FILLED"}'],
+                         r["placed"])
 
         lat, lag, service = r["latency_us"], r["send_lag_us"], r["service_us"]
         self.assertEqual(lat["count"], r["answered_measured"])

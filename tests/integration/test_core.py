@@ -618,6 +618,55 @@ class CoreTest(BrokerTestCase):
 
     # ------------------------------------------------------------------------------------------
     @dump_logs_on_failure
+    def test_metrics_count_closed_trades_by_status(self):
+        def closed(b):
+            m = self.read_metrics(b)
+            return {s: m['broker_trades_closed_total{status="%s"}' % s]
+                    for s in ("FILLED", "REJECTED", "CANCELED")}
+
+        # Fills and the exchange's rejections: each trade counts once, under the status GET shows.
+        b = self.start_broker(["--sim-latency-ms", "1", "--sim-reject-rate", "0.4",
+                               "--sim-seed", "5"])
+        self.assertEqual(closed(b), {"FILLED": 0, "REJECTED": 0, "CANCELED": 0})
+        self.open_customer(b, "closed-a", "100000.0000", {"AAPL": 10})
+        trades = []
+        for i in range(12):
+            st, body = self.place(b, "closed-a", "AAPL", ("BUY", "SELL")[i % 2], 1)
+            self.assertEqual(st, 201, body)
+            trades.append(("closed-a", body["trade_id"]))
+        # Refused at placement (more than the account can pay): closed as REJECTED at once.
+        st, body = self.place(b, "closed-a", "AAPL", "BUY", 10_000)
+        self.assertEqual((st, body.get("status")), (201, "REJECTED"), body)
+        trades.append(("closed-a", body["trade_id"]))
+        final = harness.wait_terminal(b, trades, timeout=30)
+        want = {"FILLED": 0, "REJECTED": 0, "CANCELED": 0}
+        for t in final.values():
+            want[t["status"]] += 1
+        self.assertGreater(want["FILLED"], 0, want)
+        self.assertGreater(want["REJECTED"], 1, want)  # the refusal and an exchange rejection
+        self.assertEqual(closed(b), want)
+
+        # A cancel: the exchange holds the first trade, so the second waits, PLACED, and is
+        # canceled; neither a held trade nor a refused cancel counts.
+        b = self.start_broker(["--sim-latency-ms", "60000", "--sim-reject-rate", "0"],
+                              name="held")
+        self.open_customer(b, "closed-b", "100000.0000")
+        first = self.place(b, "closed-b", "AAPL", "BUY", 1)[1]
+        second = self.place(b, "closed-b", "AAPL", "BUY", 1)[1]
+        self.assertEqual((first["status"], second["status"]), ("IN_PROGRESS", "PLACED"))
+        tok = b.token("closed-b")
+        st, body = b.request("DELETE", "/v1/trades/" + first["trade_id"], token=tok)
+        self.assertEqual(st, 422, body)
+        st, body = b.request("DELETE", "/v1/trades/" + second["trade_id"], token=tok)
+        self.assertEqual((st, body.get("status")), (200, "CANCELED"), body)
+        self.assertEqual(closed(b), {"FILLED": 0, "REJECTED": 0, "CANCELED": 1})
+        # A counter counts from the process's start: after a restart it begins again at zero.
+        self.assertEqual(b.stop(), 0)
+        b.start(port=b.port)
+        self.assertEqual(closed(b), {"FILLED": 0, "REJECTED": 0, "CANCELED": 0})
+
+    # ------------------------------------------------------------------------------------------
+    @dump_logs_on_failure
     def test_paced_rounds_share_commits_and_lose_nothing(self):
         interval_s = 0.1
         b = self.start_broker(["--round-interval-us", str(int(interval_s * 1e6)),
