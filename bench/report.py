@@ -106,9 +106,23 @@ def compare(results):
     e2e_of = lambda r: (r.get("e2e") or {})
     rows = []
 
+    def steadiness(run):
+        """The slowest measured second's answers over the median second's, in a closed loop:
+        near 1 when the machine gave the phase a steady share, lower when something else (on
+        this VM or its host) took the cores for a while."""
+        if not run or not run.get("closed_loop"):
+            return None
+        warmup, load_s = run.get("warmup_s") or 0, int(run.get("load_s") or 0)
+        per_s = sorted(x["acks"] for x in (run.get("timeline") or [])
+                       if warmup <= x["t"] < load_s)
+        if len(per_s) < 3 or not per_s[len(per_s) // 2]:
+            return None
+        return per_s[0] / per_s[len(per_s) // 2]
+
     def row(name, shape, tput, l, vs_brokerd=True, run=None):
         cpu = (run or {}).get("cpu") or {}
         rows.append({
+            "steadiness": steadiness(run),
             "system": name, "load": shape, "per_s": tput,
             "server_cpu_us": cpu.get("server_us_per_request"), "others_share": cpu.get("others_share"),
             "p50_us": l.get("p50"), "p99_us": l.get("p99"), "p99_9_us": l.get("p99_9"),
@@ -274,14 +288,19 @@ def compare(results):
 
     lines = []
     lines.append("| system | load | per second | p50 ms | p99 ms | p99.9 ms | max ms | brokerd peak / this "
-                 "| server CPU us/req | others' CPU |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| server CPU us/req | others' CPU | slowest second / median |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         cpu = "" if r["server_cpu_us"] is None else f"{r['server_cpu_us']:.0f}"
         others = "" if r["others_share"] is None else f"{100 * r['others_share']:.0f}%"
+        steady = "" if r["steadiness"] is None else f"{r['steadiness']:.2f}"
         lines.append(f"| {r['system']} | {r['load']} | {fmt_rate(r['per_s'])} | {fmt_ms(r['p50_us'])} | "
                      f"{fmt_ms(r['p99_us'])} | {fmt_ms(r['p99_9_us'])} | {fmt_ms(r['max_us'])} | "
-                     f"{fmt_ratio(r['brokerd_vs'])} | {cpu} | {others} |")
+                     f"{fmt_ratio(r['brokerd_vs'])} | {cpu} | {others} | {steady} |")
+    lines.append("")
+    lines.append("(slowest second / median: in a closed loop, the answers of the slowest measured "
+                 "second over those of the median second. Well under 1 means the machine's share "
+                 "moved during the phase, and ratios to that phase are less reliable)")
     lines.append("")
     lines.append("| goal | measured | met |")
     lines.append("|---|---:|---|")
