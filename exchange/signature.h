@@ -30,6 +30,10 @@ namespace broker::exchange {
 
 // A longer header is malformed before it is parsed; a real one is 80 bytes.
 inline constexpr std::size_t signature_header_max = 512;
+// The shortest secret brokerd and exchange-sim accept: RFC 2104 section 3 discourages HMAC keys
+// shorter than the hash's output (32 bytes for SHA-256), and a guessable callback secret lets
+// anyone forge fills. `openssl rand -hex 32` gives 64 characters.
+inline constexpr std::size_t callback_secret_min_bytes = 32;
 // Default window for clock skew and delivery delay between the exchange and us, as Stripe uses.
 inline constexpr std::int64_t signature_tolerance_seconds_default = 300;
 

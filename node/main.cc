@@ -1,25 +1,24 @@
 // brokerd: the composition root. Parses the command line, opens and recovers the journal, wires
 // the engine runner, the exchange gateway and the HTTP server, and runs until SIGINT/SIGTERM.
+#include <fmt/format.h>
+#include <openssl/rand.h>
 #include <pthread.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
-
-#include <csignal>
-#include <limits>
-#include <cstdlib>
-#include <fstream>
-#include <future>
-#include <iterator>
-#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <fmt/format.h>
-#include <openssl/rand.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <iterator>
+#include <limits>
+#include <thread>
 
 #include "api/jwt.h"
 #include "api/router.h"
@@ -27,6 +26,7 @@
 #include "api/stream_session.h"
 #include "engine/market_calendar.h"
 #include "exchange/http_gateway.h"
+#include "exchange/signature.h"
 #include "exchange/simulator.h"
 #include "journal/store.h"
 #include "node/demo.h"
@@ -140,7 +140,8 @@ options parse(int argc, char** argv) {
                    "HS256 secret for client tokens, at least 32 bytes")
         ->envname("BROKER_JWT_SECRET");
     app.add_option("--exchange-secret", o.exchange_secret,
-                   "HMAC secret of exchange callbacks (embedded exchange: random when unset)")
+                   "HMAC secret of exchange callbacks, at least 32 bytes (embedded exchange: "
+                   "random when unset)")
         ->envname("BROKER_EXCHANGE_SECRET");
     app.add_option("--io-threads", o.io_threads, "HTTP threads")->check(CLI::Range(1, 64))
         ->capture_default_str();
@@ -201,6 +202,14 @@ options parse(int argc, char** argv) {
         if (o.exchange_secret.empty()) {
             die("a networked exchange needs --exchange-secret (or BROKER_EXCHANGE_SECRET)");
         }
+    }
+    // Whoever holds the exchange secret can sign fills: settle trades at any price it likes.
+    if (!o.exchange_secret.empty() &&
+        o.exchange_secret.size() < broker::exchange::callback_secret_min_bytes) {
+        die(
+            fmt::format("the exchange secret is {} bytes; HMAC-SHA256 callbacks need at least {} "
+                        "(e.g. `openssl rand -hex 32`)",
+                        o.exchange_secret.size(), broker::exchange::callback_secret_min_bytes));
     }
     if (!o.callback_url.empty() && !callback_url_ok(o.callback_url)) {
         die(fmt::format("--callback-url: '{}' is not http://HOST:PORT/PATH", o.callback_url));

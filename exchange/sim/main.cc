@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "exchange/signature.h"
 #include "exchange/sim/service.h"
 
 namespace net = boost::asio;
@@ -76,7 +77,7 @@ sim::sim_config parse(int argc, char** argv) {
     CLI::App app{"exchange-sim: a SIMULATED stock exchange speaking brokerd's exchange protocol"};
     app.add_option("--listen", listen, "HTTP address, HOST:PORT (port 0: any free port)")
         ->required();
-    app.add_option("--secret", c.secret, "HMAC secret for callback signatures")
+    app.add_option("--secret", c.secret, "HMAC secret for callback signatures, at least 32 bytes")
         ->envname("BROKER_EXCHANGE_SECRET")
         ->required();
     app.add_option("--data-dir", c.data_dir, "order log directory (created when missing)")
@@ -134,7 +135,12 @@ sim::sim_config parse(int argc, char** argv) {
     const auto endpoint = parse_endpoint(listen);
     if (!endpoint) die(fmt::format("--listen: '{}' is not HOST:PORT", listen));
     c.listen = *endpoint;
-    if (c.secret.empty()) die("--secret must not be empty");
+    if (c.secret.size() < broker::exchange::callback_secret_min_bytes) {
+        die(
+            fmt::format("--secret is {} bytes; HMAC-SHA256 callbacks need at least {} (e.g. "
+                        "`openssl rand -hex 32`)",
+                        c.secret.size(), broker::exchange::callback_secret_min_bytes));
+    }
     if (c.data_dir.empty()) die("--data-dir must not be empty");
     c.venue.latency = latency_dist == "fixed"     ? sim::latency_dist::fixed
                       : latency_dist == "uniform" ? sim::latency_dist::uniform

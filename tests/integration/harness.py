@@ -494,7 +494,7 @@ class ExchangeSim:
 
     LISTENING = re.compile(r"exchange-sim listening on 127\.0\.0\.1:(\d+)")
 
-    def __init__(self, workdir, name="exchange", secret="integration-exchange-secret", args=(),
+    def __init__(self, workdir, name="exchange", secret="integration-exchange-secret-7c2e41a9", args=(),
                  listen_timeout=15.0):
         self.workdir = workdir
         self.name = name

@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - reported by the tests that need it
     websocket = None
 
 OPEN = frozenset({"PLACED", "IN_PROGRESS"})
-EXCHANGE_SECRET = "integration-exchange-secret"
+EXCHANGE_SECRET = "integration-exchange-secret-7c2e41a9"
 
 
 def setUpModule():

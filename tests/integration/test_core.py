@@ -478,6 +478,11 @@ class CoreTest(BrokerTestCase):
             self.assertIn("--callback-url", brokerd_stderr(
                 secret, "--exchange", "http://127.0.0.1:1", "--exchange-secret", secret,
                 "--callback-url", "http://127.0.0.1:1"))
+            # So is a guessable exchange secret, networked or embedded: it signs fills.
+            for exchange in (["--exchange", "http://127.0.0.1:1"], []):
+                self.assertIn("the exchange secret is 31 bytes; HMAC-SHA256 callbacks need at "
+                              "least 32", brokerd_stderr(secret, "--exchange-secret", secret[:31],
+                                                         *exchange))
             for until in ("-1", "0", "18446744073709551616"):
                 p = subprocess.run([harness.binary("broker-replay"), "--data-dir", tmp, "--until",
                                     until], capture_output=True, text=True, timeout=30)

@@ -43,7 +43,7 @@ import harness  # noqa: E402
 import test_core  # noqa: E402  (BrokerTestCase: account/positions/settlement/replay checks)
 from harness import TERMINAL, money_ticks, parse_timestamp_ms  # noqa: E402
 
-EXCHANGE_SECRET = "faults-exchange-secret-4f1c"
+EXCHANGE_SECRET = "faults-exchange-secret-4f1c-9b03d7e2"
 # Symbols exchange-sim lists (GET /v1/quotes).
 SYMBOLS = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "JPM"]
 OPENING_CASH = "10000000.0000"

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import HOST, money_ticks, parse_timestamp_ms  # noqa: E402
 
-SECRET = "exchange-sim-test-secret"
+SECRET = "exchange-sim-test-secret-5a8e0c3d71f4"
 ORDER_FIELDS = ("order_id", "status", "quantity", "fill_price", "reason", "exec_id", "executed_at")
 CALLBACK_FIELDS = ("order_id", "exec_id", "status", "quantity", "fill_price", "reason",
                    "executed_at")
@@ -449,18 +449,23 @@ class ExchangeSimTest(unittest.TestCase):
     # --- the command line and the order log --------------------------------------------------------
 
     def test_bad_arguments_exit_2_with_one_line(self):
-        for args in (["--secret", "s", "--data-dir", "/tmp/x"],
-                     ["--listen", "nope", "--secret", "s", "--data-dir", "/tmp/x"],
-                     ["--listen", "127.0.0.1:0", "--secret", "s", "--data-dir", "/tmp/x",
-                      "--reject-rate", "1.5"],
-                     ["--listen", "127.0.0.1:0", "--secret", "s", "--data-dir", "/tmp/x",
-                      "--outage", "soon"],
-                     ["--listen", "127.0.0.1:0", "--secret", "s", "--data-dir", "/tmp/x",
-                      "--outage-mode", "maybe"]):
+        for args, reason in (
+                (["--secret", SECRET, "--data-dir", "/tmp/x"], "--listen"),
+                (["--listen", "nope", "--secret", SECRET, "--data-dir", "/tmp/x"], "--listen"),
+                (["--listen", "127.0.0.1:0", "--secret", SECRET, "--data-dir", "/tmp/x",
+                  "--reject-rate", "1.5"], "--reject-rate"),
+                (["--listen", "127.0.0.1:0", "--secret", SECRET, "--data-dir", "/tmp/x",
+                  "--outage", "soon"], "--outage"),
+                (["--listen", "127.0.0.1:0", "--secret", SECRET, "--data-dir", "/tmp/x",
+                  "--outage-mode", "maybe"], "--outage-mode"),
+                # A guessable callback secret lets anyone sign fills: 31 bytes are refused.
+                (["--listen", "127.0.0.1:0", "--secret", "s" * 31, "--data-dir", "/tmp/x"],
+                 "--secret is 31 bytes; HMAC-SHA256 callbacks need at least 32")):
             code, out, err = run_sim(args)
             self.assertEqual(code, 2, (args, err))
             self.assertEqual(len(err.strip().splitlines()), 1, (args, err))
             self.assertTrue(err.startswith("exchange-sim: "), err)
+            self.assertIn(reason, err)
         code, out, err = run_sim(["--help"])
         self.assertEqual(code, 0)
         for flag in ("--listen", "--secret", "--data-dir", "--seed", "--latency-ms",
