@@ -73,8 +73,9 @@ public:
     }
 
     // Orders the simulator still owes a report for are in `accepted_`, and their report will
-    // come; anything else it never saw (it lives in memory: a restart forgets), so it executes
-    // it now. Re-sending is idempotent either way.
+    // come; orders whose report was settled lately are in `settled_`, and the broker has it;
+    // anything else it never saw (it lives in memory: a restart forgets), so it executes it now.
+    // Re-sending is idempotent either way.
     void reconcile(const order& o) override { submit(o); }
 
     std::optional<money> quote(symbol s) const override { return market_.quote(s); }
@@ -148,9 +149,11 @@ private:
 
     void accept(const arrival& a) {
         const order& o = a.o;
-        // Idempotent by order id: a re-sent order is already owed its execution.
+        // Idempotent by order id: a re-sent order is already owed its execution, or was
+        // executed and settled (a reconcile that waited in the inbox while its report settled).
         {
             std::lock_guard lock(accepted_mutex_);
+            if (settled_[o.id.value % settled_slots] == o.id.value) return;
             if (!accepted_.insert(o.id.value).second) return;
         }
         std::uniform_int_distribution<std::int64_t> jitter(0, config_.latency_ms);
@@ -208,7 +211,8 @@ private:
             if (taken == report_taken::settled && !duplicate) {
                 // The usual case, answered on the broker's thread without waking this one.
                 std::lock_guard lock(accepted_mutex_);
-                accepted_.erase(r->x.id.value);  // settled: no longer needs remembering
+                accepted_.erase(r->x.id.value);  // settled: owed nothing more
+                settled_[r->x.id.value % settled_slots] = r->x.id.value;
                 return;
             }
             net::post(io_, [this, r, duplicate, taken] { delivered(r, duplicate, taken); });
@@ -250,6 +254,12 @@ private:
     market market_;
     std::mutex accepted_mutex_;
     std::unordered_set<std::uint64_t> accepted_;  // orders owed a report
+    // Orders settled lately, each in the slot of its id modulo the table's size (trade ids are
+    // never 0). The broker asks about a trade only while it is in flight, so a request that
+    // reaches this thread after the trade's report settled trails it by a look of this thread
+    // and a round of the engine: far fewer than the 131,072 ids the table keeps (1 MiB).
+    static constexpr std::uint64_t settled_slots = std::uint64_t{1} << 17;
+    std::vector<std::uint64_t> settled_ = std::vector<std::uint64_t>(settled_slots, 0);
     std::uint64_t exec_counter_ = 0;
     std::atomic<bool> stopped_{false};
     std::thread thread_;

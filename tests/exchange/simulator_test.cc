@@ -191,3 +191,28 @@ TEST_CASE("a report not taken is delivered again; a duplicate follows the settle
         sim->stop();
     }
 }
+
+TEST_CASE("an order whose report was settled is not executed again by a late reconcile") {
+    // The broker's watchdog can ask about a trade in the round before its report settles; the
+    // request then reaches the simulator after the settlement. A venue's order ids are
+    // idempotent: it must not execute the order a second time (at another price).
+    constexpr std::int64_t latency_ms = 4;
+    recording_sink rec;
+    auto sim = make_simulated_exchange(quiet(latency_ms), rec.sink());
+    sim->submit(buy(11));
+    REQUIRE(rec.wait_for({11}, 1, std::chrono::seconds(10)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the sink's answer is given
+
+    sim->reconcile(buy(11));
+    sim->submit(buy(11));
+    // Orders it never saw still execute, also one whose id shares order 11's slot.
+    constexpr std::uint64_t same_slot = 11 + (std::uint64_t{1} << 17);
+    sim->reconcile(buy(12));
+    sim->reconcile(buy(same_slot));
+    REQUIRE(rec.wait_for({12, same_slot}, 1, std::chrono::seconds(10)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20 * latency_ms));  // room for repeats
+    CHECK(rec.deliveries(11).size() == 1);
+    CHECK(rec.deliveries(12).size() == 1);
+    CHECK(rec.deliveries(same_slot).size() == 1);
+    sim->stop();
+}
