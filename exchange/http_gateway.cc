@@ -135,16 +135,19 @@ private:
 
     void enqueue(job j) {
         net::post(io_, [this, j = std::move(j)]() mutable {
+            if (queue_.size() >= config_.queue_max) {
+                // Needs more trades at the exchange than the bound (one per customer), as a
+                // restart with that many in flight reconciles them all at once. Dropping is safe:
+                // the watchdog asks about the trade again, and this trade is not marked as being
+                // reconciled, so that ask is taken.
+                spdlog::error("exchange queue full; order {} waits for the watchdog",
+                              format_trade_id(j.o.id));
+                bump(&gateway_stats::dropped);
+                return;
+            }
             // One status query per trade at a time: the watchdog asks every round while a
             // trade is stuck, and during an outage those asks would otherwise pile up.
             if (j.what == job::kind::reconcile && !reconciling_.insert(j.o.id.value).second) return;
-            if (queue_.size() >= config_.queue_max) {
-                // Cannot happen while trades at the exchange are bounded (one per customer);
-                // dropping is safe anyway: the watchdog reconciles the trade later.
-                spdlog::error("exchange queue full; order {} waits for the watchdog",
-                              format_trade_id(j.o.id));
-                return;
-            }
             queue_.push_back(std::move(j));
             wake_one();
         });

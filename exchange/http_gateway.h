@@ -42,6 +42,7 @@ struct gateway_stats {
     std::uint64_t breaker_opened = 0;
     std::uint64_t queries = 0;
     std::uint64_t resent_unknown = 0;
+    std::uint64_t dropped = 0;  // orders and queries refused by a full queue (queue_max)
 };
 
 class http_gateway_handle : public gateway {
