@@ -2,14 +2,14 @@
 
 #include <fmt/format.h>
 #include <openssl/evp.h>
-#include <rocksdb/db.h>
-#include <rocksdb/options.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/convenience.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
-#include <rocksdb/table.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/sst_file_writer.h>
+#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
@@ -23,6 +23,7 @@
 
 #include "engine/assert.h"
 #include "journal/snapshot.h"
+#include "journal/wal_scan.h"
 #include "journal/wal_zero_ahead.h"
 
 namespace broker::journal {
@@ -480,10 +481,13 @@ result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, 
         // stopped, whose sync never returned, so nobody was told about it. If records lie
         // beyond, they were synced and acknowledged: opening without them would drop them
         // quietly and hand their sequences and trade ids out again. Refuse, naming them.
+        // RocksDB's skipping read drops the rest of the damaged 32 KiB block, so batches in
+        // that block are counted from the log's own records (wal_scan.h).
         const std::string damage = p.error().ToString();
         const auto up_to = impl::tip_read_with(dir, rocksdb::WALRecoveryMode::kPointInTimeRecovery);
         const auto past =
             impl::tip_read_with(dir, rocksdb::WALRecoveryMode::kSkipAnyCorruptedRecords);
+        const auto scanned = find_wal_damage(dir);
         if (up_to && past && past->sequence > up_to->sequence) {
             return corrupt(fmt::format(
                 "opening {}: the write-ahead log is damaged after record {} ({}), and records "
@@ -491,12 +495,20 @@ result<std::unique_ptr<store>, store_error> store::open(const std::string& dir, 
                 "recovered in order. Restore the data directory from a copy",
                 dir, up_to->sequence, damage, up_to->sequence + 1, past->sequence));
         }
+        if (up_to && scanned && scanned->behind > 0) {
+            return corrupt(fmt::format(
+                "opening {}: the write-ahead log is damaged after record {} ({}, {} at byte {}), "
+                "and {} synced batches lie behind the damage: they were acknowledged and cannot "
+                "be recovered in order. Restore the data directory from a copy",
+                dir, up_to->sequence, damage, scanned->file, scanned->offset, scanned->behind));
+        }
         if (up_to && past) {
             warnings.push_back(fmt::format(
-                "the write-ahead log ends in a damaged batch after record {} ({}), with nothing "
+                "the write-ahead log ends in a damaged batch after record {} ({}{}), with nothing "
                 "behind it: taken for a write torn by a crash before its sync returned (never "
                 "acknowledged), and recovered without it",
-                up_to->sequence, damage));
+                up_to->sequence, damage,
+                scanned ? fmt::format(", {} at byte {}", scanned->file, scanned->offset) : ""));
             p = impl::open(dir, read_only, rocksdb::WALRecoveryMode::kPointInTimeRecovery);
         }
     }
