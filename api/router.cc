@@ -307,7 +307,8 @@ std::optional<router::caller> router::authenticate(std::string_view authorizatio
     thread_local std::unordered_map<std::string, verified> cache;
     if (const auto hit = cache.find(std::string(token)); hit != cache.end() && hit->second.by == id_) {
         if (hit->second.who.exp == 0 || now_s < hit->second.who.exp) {
-            return caller{hit->second.who.sub, hit->second.who.role == "admin"};
+            return caller{hit->second.who.sub, hit->second.who.role == "admin",
+                          hit->second.who.exp};
         }
         cache.erase(hit);
     }
@@ -318,7 +319,7 @@ std::optional<router::caller> router::authenticate(std::string_view authorizatio
     }
     if (cache.size() >= 4096) cache.clear();
     cache.emplace(std::string(token), verified{*claims, id_});
-    return caller{claims->sub, claims->role == "admin"};
+    return caller{claims->sub, claims->role == "admin", claims->exp};
 }
 
 void router::handle(const http_request& req, responder in) {
@@ -440,7 +441,7 @@ result<stream_request, http_response> router::check_stream_request(const http_re
     std::optional<http_response> refused;
     const auto who = authenticate(header, [&](http_response r) { refused = std::move(r); });
     if (!who) return unexpected{std::move(*refused)};
-    stream_request out{who->customer_id, std::nullopt};
+    stream_request out{who->customer_id, std::nullopt, who->expires_s * 1000};
     for (const auto& [name, value] : *q) {
         if (name == "access_token") continue;
         if (name != "since") {

@@ -53,6 +53,7 @@ struct router_config {
 struct stream_request {
     std::string customer_id;
     std::optional<std::uint64_t> since;
+    std::int64_t expires_ms = 0;  // the token's exp, Unix ms; 0 when it has none
 };
 
 class router {
@@ -87,6 +88,7 @@ private:
     struct caller {
         std::string customer_id;
         bool admin = false;
+        std::int64_t expires_s = 0;  // the token's exp, Unix seconds; 0 when it has none
     };
     using query = std::vector<std::pair<std::string, std::string>>;
 

@@ -7,10 +7,12 @@
 #include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <cctype>
+#include <chrono>
 #include <ctime>
 #include <optional>
 #include <string>
@@ -403,8 +405,12 @@ private:
         // blocking mode Beast's WebSocket stream expects of anything synchronous.
         beast::error_code ignored;
         stream_.socket().non_blocking(false, ignored);
+        // The stream keeps this connection's place under the bound for as long as it is open.
+        open_->fetch_add(1);
+        std::shared_ptr<void> slot(nullptr, [open = open_](void*) { open->fetch_sub(1); });
         start_stream_session(std::move(stream_), std::move(request_), router_.backend(),
-                             std::move(allowed->customer_id), allowed->since, stream_config{});
+                             std::move(allowed->customer_id), allowed->since, stream_config{},
+                             allowed->expires_ms, std::move(slot));
     }
 
     void write_error(unsigned status, std::string_view code, std::string_view message) {
@@ -580,8 +586,24 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     void on_accept(beast::error_code ec, tcp::socket socket) {
         if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
         if (ec) {
-            spdlog::warn("accept failed: {}", ec.message());
-        } else if (open_->load() >= config_.connections_max) {
+            // Out of file descriptors (EMFILE, ENFILE) or memory: an accept at once would fail
+            // at once again, a loop that takes a core and floods the log. Pause; the clients
+            // wait in the listen backlog meanwhile.
+            if (accept_failures_++ == 0) {
+                spdlog::warn("accept failed: {}; trying again every {} ms", ec.message(),
+                             accept_pause_ms);
+            }
+            accept_pause_.expires_after(std::chrono::milliseconds(accept_pause_ms));
+            accept_pause_.async_wait([self = shared_from_this()](beast::error_code waited) {
+                if (!waited) self->do_accept();
+            });
+            return;
+        }
+        if (accept_failures_ > 0) {
+            spdlog::info("accepting again after {} failed accepts", accept_failures_);
+            accept_failures_ = 0;
+        }
+        if (open_->load() >= config_.connections_max) {
             // Over the connection bound: refuse at once rather than queue without limit.
             if (refusing_->fetch_add(1) < overflow_refusal::refusals_max) {
                 auto r = std::make_shared<overflow_refusal>(std::move(socket), refusing_);
@@ -601,6 +623,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     std::vector<net::io_context*> contexts_;
     std::size_t next_ = 0;  // accept handlers only
     tcp::acceptor acceptor_;
+    static constexpr int accept_pause_ms = 100;
+    net::steady_timer accept_pause_{acceptor_.get_executor()};
+    std::uint64_t accept_failures_ = 0;  // in a row; accept handlers only
     router& router_;
     server_config config_;
     std::shared_ptr<std::atomic<std::size_t>> open_ = std::make_shared<std::atomic<std::size_t>>(0);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
@@ -88,20 +89,23 @@ live_streams& all_streams() {
 // read, and Beast closes with 1009.
 class stream_session : public std::enable_shared_from_this<stream_session> {
 public:
-    stream_session(beast::tcp_stream&& stream, http::request<http::string_body>&& upgrade,
-                   services& svc, std::string customer_id, std::optional<std::uint64_t> since,
-                   const stream_config& config)
-        : ws_(std::move(stream)),
-          upgrade_(std::move(upgrade)),
-          svc_(svc),
-          customer_id_(std::move(customer_id)),
-          since_(since),
-          config_(config) {
-        config_.queue_max = std::max<std::size_t>(config_.queue_max, 1);
-        config_.backlog_batch = std::max<std::size_t>(config_.backlog_batch, 1);
-        std::lock_guard lock(all_streams().mutex);
-        all_streams().sessions.insert(this);
-    }
+  stream_session(beast::tcp_stream&& stream, http::request<http::string_body>&& upgrade,
+                 services& svc, std::string customer_id, std::optional<std::uint64_t> since,
+                 const stream_config& config, std::int64_t expires_ms, std::shared_ptr<void> slot)
+      : ws_(std::move(stream)),
+        upgrade_(std::move(upgrade)),
+        svc_(svc),
+        customer_id_(std::move(customer_id)),
+        since_(since),
+        config_(config),
+        expires_ms_(expires_ms),
+        expiry_(ws_.get_executor()),
+        slot_(std::move(slot)) {
+      config_.queue_max = std::max<std::size_t>(config_.queue_max, 1);
+      config_.backlog_batch = std::max<std::size_t>(config_.backlog_batch, 1);
+      std::lock_guard lock(all_streams().mutex);
+      all_streams().sessions.insert(this);
+  }
 
     ~stream_session() {
         std::lock_guard lock(all_streams().mutex);
@@ -176,6 +180,7 @@ private:
         }
         ws_.text(true);
         do_read();
+        expire_with_token();
         if (since_) {
             phase_ = phase::catching_up;
             last_sent_ = *since_;
@@ -184,6 +189,19 @@ private:
         } else {
             queue_together([&] { go_live(); });
         }
+    }
+
+    // The token that opened the stream stops being honoured at its exp: so does the stream.
+    void expire_with_token() {
+        if (expires_ms_ <= 0) return;
+        expiry_.expires_after(
+            std::chrono::milliseconds(std::max<std::int64_t>(0, expires_ms_ - svc_.now())));
+        // Weak: a stream closed before its token expires is not kept alive by the timer.
+        expiry_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+            if (ec) return;
+            if (auto self = weak.lock())
+                self->close(websocket::close_code::policy_error, "token_expired");
+        });
     }
 
     // Reads one batch of the backlog and queues it. Called when nothing is queued for writing, so
@@ -332,6 +350,7 @@ private:
 
     void stop(phase next) {
         phase_ = next;
+        expiry_.cancel();
         // Frames already held go out ahead of the close frame, if one is sent.
         ws_.next_layer().release();
         sub_.reset();
@@ -346,6 +365,9 @@ private:
     std::string customer_id_;
     std::optional<std::uint64_t> since_;
     stream_config config_;
+    std::int64_t expires_ms_;
+    net::steady_timer expiry_;
+    std::shared_ptr<void> slot_;
     std::unique_ptr<subscription> sub_;
     beast::flat_buffer in_;
     std::deque<trade_update> pending_;  // live updates not yet queued (before going live)
@@ -373,9 +395,11 @@ void close_all_streams() {
 
 void start_stream_session(beast::tcp_stream&& stream, http::request<http::string_body>&& upgrade,
                           services& svc, std::string customer_id,
-                          std::optional<std::uint64_t> since, const stream_config& config) {
+                          std::optional<std::uint64_t> since, const stream_config& config,
+                          std::int64_t expires_ms, std::shared_ptr<void> slot) {
     std::make_shared<stream_session>(std::move(stream), std::move(upgrade), svc,
-                                     std::move(customer_id), since, config)
+                                     std::move(customer_id), since, config, expires_ms,
+                                     std::move(slot))
         ->run();
 }
 

@@ -13,13 +13,13 @@
 // update_sink and are posted to that executor.
 #pragma once
 
-#include <cstdint>
-#include <optional>
-#include <string>
-
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
 
 #include "api/services.h"
 
@@ -32,11 +32,16 @@ struct stream_config {
 };
 
 // Accepts the upgrade and runs the stream until either side closes. `since`: nullopt streams
-// live updates only; N sends the durable updates after N first.
+// live updates only; N sends the durable updates after N first. `expires_ms`: when the token
+// that opened it expires (Unix ms; 0: never); the stream is then closed with 1008 (policy)
+// "token_expired", as a request with that token would get 401 from then on, and the client
+// reconnects with a fresh token and ?since=. `slot` is held for as long as the stream is open
+// (the server's count of connections under --max-connections).
 void start_stream_session(boost::beast::tcp_stream&& stream,
                           boost::beast::http::request<boost::beast::http::string_body>&& upgrade,
-                          services& svc, std::string customer_id, std::optional<std::uint64_t> since,
-                          const stream_config& config);
+                          services& svc, std::string customer_id,
+                          std::optional<std::uint64_t> since, const stream_config& config,
+                          std::int64_t expires_ms = 0, std::shared_ptr<void> slot = {});
 
 // Sends every open stream a close frame, code 1001 (going away) with reason "shutting_down", on
 // the stream's own executor, so that a client can tell a planned stop from a broken connection and

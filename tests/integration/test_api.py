@@ -26,6 +26,7 @@ import random
 import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -1770,6 +1771,114 @@ class ApiTest(BrokerTestCase):
         ws_close(ws5)
 
     @dump_logs_on_failure
+    def test_out_of_file_descriptors_the_node_pauses_accepting_instead_of_spinning(self):
+        # accept() failing with EMFILE fails again at once while nothing is freed: retried at once,
+        # the loop took a core and logged hundreds of thousands of lines a second.
+        b = self.start_broker()
+        harness.close_thread_connections()
+        limit = len(os.listdir("/proc/%d/fd" % b.proc.pid)) + 8
+        subprocess.run(["prlimit", "--pid", str(b.proc.pid), "--nofile=%d:%d" % (limit, limit)],
+                       check=True, timeout=10)
+        held = []
+        for _ in range(20):  # the kernel queues what the node cannot take in the listen backlog
+            s = socket.create_connection((HOST, b.port), timeout=5)
+            self.addCleanup(s.close)
+            held.append(s)
+
+        def log():
+            with open(b.stderr_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+
+        deadline = time.monotonic() + 10
+        while "accept failed" not in log():
+            self.assertLess(time.monotonic(), deadline, "the node never ran out\n" + b.log_tail())
+            time.sleep(0.05)
+        time.sleep(1.0)  # ten retries at the pause; a loop without it would log ~10^5 lines
+        self.assertEqual(log().count("accept failed"), 1, b.log_tail())
+        self.assertIn("Too many open files", log())
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if http_full(b.port, "GET", "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            self.assertLess(time.monotonic(), deadline, "not accepting again\n" + b.log_tail())
+            time.sleep(0.05)
+        self.assertIn("accepting again after", log())
+
+    def test_open_streams_count_toward_the_connection_bound(self):
+        # A stream is a connection held open for good: if it did not count, one token could hold
+        # any number of them and run the node out of file descriptors.
+        if websocket is None:
+            self.skipTest("python3-websocket is not installed")
+        b = self.start_broker(["--max-connections", "3"])
+        cid = "bound-streams"
+        self.open_customer(b, cid, "1000.0000")
+        tok = b.token(cid)
+        harness.close_thread_connections()
+
+        def healthz_status():
+            try:
+                st, body, _ = http_full(b.port, "GET", "/healthz")
+            except OSError:
+                return None
+            return st
+
+        def stream():
+            # Retried while the node notices the last connection closing.
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    return ws_connect(b.port, token=tok)
+                except (OSError, websocket.WebSocketException):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+        streams = [stream() for _ in range(3)]
+        for ws in streams:
+            self.addCleanup(ws_close, ws)
+        self.assertEqual(healthz_status(), 503)
+        with self.assertRaises(websocket.WebSocketBadStatusException):
+            ws_connect(b.port, token=tok)
+        # A stream closed gives its place back.
+        ws_close(streams[0])
+        deadline = time.monotonic() + 5
+        while healthz_status() != 200:
+            self.assertLess(time.monotonic(), deadline, "the closed stream's place never came back")
+            time.sleep(0.05)
+
+    def test_a_stream_closes_when_its_token_expires(self):
+        # REST requests with an expired token get 401; the stream opened with it must not go on
+        # delivering the customer's trades. It closes with 1008 (policy) "token_expired", and the
+        # app reconnects with a fresh token and ?since=.
+        if websocket is None:
+            self.skipTest("python3-websocket is not installed")
+        b = self.start_broker()
+        cid = "expiring"
+        self.open_customer(b, cid, "1000.0000")
+        short = harness.mint_token(b.jwt_secret, cid, ttl=2)
+        ws = ws_connect(b.port, token=short)
+        self.addCleanup(ws_close, ws)
+        lasting = ws_connect(b.port, token=b.token(cid))
+        self.addCleanup(ws_close, lasting)
+        ws.settimeout(15)
+        close = None
+        while close is None:
+            frame = ws.recv_frame()
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                close = frame.data
+        self.assertEqual(int.from_bytes(close[:2], "big"), 1008, close)
+        self.assertEqual(close[2:], b"token_expired")
+        st, body = b.request("GET", "/v1/account", token=short)
+        self.assertEqual((st, body["code"]), (401, "unauthorized"), body)
+        # A stream with a token that has not expired goes on.
+        self.placed(b, cid, "AAPL", "BUY", 1)
+        self.assertGreaterEqual(len(ws_read(lasting, 1, timeout=10)), 1)
+
     def test_a_stopping_node_closes_its_streams_with_going_away(self):
         # SIGTERM: every stream gets a close frame 1001 "shutting_down", so that an app can tell
         # a planned restart from a broken network and reconnect with ?since= quietly.
