@@ -89,23 +89,23 @@ live_streams& all_streams() {
 // read, and Beast closes with 1009.
 class stream_session : public std::enable_shared_from_this<stream_session> {
 public:
-  stream_session(beast::tcp_stream&& stream, http::request<http::string_body>&& upgrade,
-                 services& svc, std::string customer_id, std::optional<std::uint64_t> since,
-                 const stream_config& config, std::int64_t expires_ms, std::shared_ptr<void> slot)
-      : ws_(std::move(stream)),
-        upgrade_(std::move(upgrade)),
-        svc_(svc),
-        customer_id_(std::move(customer_id)),
-        since_(since),
-        config_(config),
-        expires_ms_(expires_ms),
-        expiry_(ws_.get_executor()),
-        slot_(std::move(slot)) {
-      config_.queue_max = std::max<std::size_t>(config_.queue_max, 1);
-      config_.backlog_batch = std::max<std::size_t>(config_.backlog_batch, 1);
-      std::lock_guard lock(all_streams().mutex);
-      all_streams().sessions.insert(this);
-  }
+    stream_session(beast::tcp_stream&& stream, http::request<http::string_body>&& upgrade,
+                   services& svc, std::string customer_id, std::optional<std::uint64_t> since,
+                   const stream_config& config, std::int64_t expires_ms, std::shared_ptr<void> slot)
+        : ws_(std::move(stream)),
+          upgrade_(std::move(upgrade)),
+          svc_(svc),
+          customer_id_(std::move(customer_id)),
+          since_(since),
+          config_(config),
+          expires_ms_(expires_ms),
+          expiry_(ws_.get_executor()),
+          slot_(std::move(slot)) {
+        config_.queue_max = std::max<std::size_t>(config_.queue_max, 1);
+        config_.backlog_batch = std::max<std::size_t>(config_.backlog_batch, 1);
+        std::lock_guard lock(all_streams().mutex);
+        all_streams().sessions.insert(this);
+    }
 
     ~stream_session() {
         std::lock_guard lock(all_streams().mutex);
