@@ -664,13 +664,11 @@ api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch
         if (change) {
             if (submitted) b.orders.push_back(order_for(change->snapshot));
             b.writes.changes.push_back(journal::indexed_change{*change, created});
-            // The answer shows the command's trade (the subject of its first event) as the
-            // command leaves it: a placement that went to the exchange in the same round answers
-            // IN_PROGRESS, the state its client must reckon with (no longer cancelable). Events
-            // of other trades in the same command, if any, do not change the answer.
-            if (!out.trade_view || out.trade_view->id == change->snapshot.id) {
-                out.trade_view = std::move(change->snapshot);
-            }
+            // The answer shows the trade as the command's first event left it: a placement
+            // answers PLACED (or REJECTED), as the API's contract says, also when the trade went
+            // to the exchange in the same round. GET and the stream show it move on from there,
+            // and a cancel of a trade already at the exchange gets 422 trade_not_cancelable.
+            if (!out.trade_view) out.trade_view = std::move(change->snapshot);
         }
         b.writes.events.push_back(std::move(e));
     }

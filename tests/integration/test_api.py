@@ -1444,8 +1444,8 @@ class ApiTest(BrokerTestCase):
         self.addCleanup(s.close)
         f = s.makefile("rb")
         # Twice on one connection: the second request starts in step. The first trade goes to
-        # the exchange at once, the second waits behind it.
-        for expected in ("IN_PROGRESS", "PLACED"):
+        # the exchange at once, the second waits behind it; both answer as placed.
+        for expected in ("PLACED", "PLACED"):
             s.sendall(head)
             # The interim answer comes while the body is still held back (a client waits for
             # it a second or so, then sends the body anyway).
@@ -1472,22 +1472,24 @@ class ApiTest(BrokerTestCase):
         self.assertTrue(line.startswith(b"HTTP/1.1 201 "), line)
 
     @dump_logs_on_failure
-    def test_a_placement_answers_with_the_state_its_trade_is_in(self):
-        # The exchange holds every order (60 s), so nothing moves after the answers.
+    def test_a_placement_answers_placed_and_get_shows_where_the_trade_went(self):
+        # The contract: 201 + the trade PLACED (or REJECTED with a reason). A customer's first
+        # trade goes to the exchange in the round that places it; GET then shows IN_PROGRESS.
+        # The exchange holds every order (60 s), so nothing moves after that.
         b = self.start_broker(["--sim-latency-ms", "60000"])
         cid = "answer-state"
         self.open_customer(b, cid, "100000.0000")
         tok = b.token(cid)
         order = {"symbol": "AAPL", "side": "BUY", "quantity": 1}
         st, first, _ = http_full(b.port, "POST", "/v1/trades", body=order, token=tok)
-        self.assertEqual((st, first["status"]), (201, "IN_PROGRESS"), first)
+        self.assertEqual((st, first["status"]), (201, "PLACED"), first)
         st, second, _ = http_full(b.port, "POST", "/v1/trades", body=order, token=tok)
         self.assertEqual((st, second["status"]), (201, "PLACED"), second)
-        for answered in (first, second):
+        for answered, now_status in ((first, "IN_PROGRESS"), (second, "PLACED")):
             st, now, _ = http_full(b.port, "GET", "/v1/trades/" + answered["trade_id"], token=tok)
-            self.assertEqual((st, now["status"]), (200, answered["status"]), now)
-        # What the answer says is what the client may do: the trade at the exchange is not
-        # cancelable, the queued one is.
+            self.assertEqual((st, now["status"]), (200, now_status), now)
+        # Only a trade not yet at the exchange can be canceled: the first no longer, the
+        # queued one still.
         st, body, _ = http_full(b.port, "DELETE", "/v1/trades/" + first["trade_id"], token=tok)
         self.assertEqual((st, body["code"]), (422, "trade_not_cancelable"), body)
         # The message says why, in words; the code is for programs.

@@ -658,7 +658,7 @@ class CoreTest(BrokerTestCase):
         self.open_customer(b, "closed-b", "100000.0000")
         first = self.place(b, "closed-b", "AAPL", "BUY", 1)[1]
         second = self.place(b, "closed-b", "AAPL", "BUY", 1)[1]
-        self.assertEqual((first["status"], second["status"]), ("IN_PROGRESS", "PLACED"))
+        self.assertEqual((first["status"], second["status"]), ("PLACED", "PLACED"))
         tok = b.token("closed-b")
         st, body = b.request("DELETE", "/v1/trades/" + first["trade_id"], token=tok)
         self.assertEqual(st, 422, body)
