@@ -1,14 +1,15 @@
 #include "api/router.h"
 
-#include <algorithm>
-#include <charconv>
-#include <atomic>
-#include <iterator>
-#include <unordered_map>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
-#include <spdlog/spdlog.h>
+#include <charconv>
+#include <iterator>
+#include <limits>
+#include <unordered_map>
 
 #include "api/json.h"
 #include "api/jwt.h"
@@ -441,7 +442,12 @@ result<stream_request, http_response> router::check_stream_request(const http_re
     std::optional<http_response> refused;
     const auto who = authenticate(header, [&](http_response r) { refused = std::move(r); });
     if (!who) return unexpected{std::move(*refused)};
-    stream_request out{who->customer_id, std::nullopt, who->expires_s * 1000};
+    // A token may say any date, up to the end of int64 seconds: past what milliseconds hold, it
+    // is the far future.
+    constexpr std::int64_t ms_max_s = std::numeric_limits<std::int64_t>::max() / 1000;
+    stream_request out{who->customer_id, std::nullopt,
+                       who->expires_s > ms_max_s ? std::numeric_limits<std::int64_t>::max()
+                                                 : who->expires_s * 1000};
     for (const auto& [name, value] : *q) {
         if (name == "access_token") continue;
         if (name != "since") {

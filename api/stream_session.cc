@@ -191,16 +191,20 @@ private:
         }
     }
 
-    // The token that opened the stream stops being honoured at its exp: so does the stream.
+    // The token that opened the stream stops being honoured at its exp: so does the stream. A
+    // far exp (a token may say the year 9999 or later) is waited for a day at a time, so that
+    // the timer's clock never overflows.
     void expire_with_token() {
         if (expires_ms_ <= 0) return;
-        expiry_.expires_after(
-            std::chrono::milliseconds(std::max<std::int64_t>(0, expires_ms_ - svc_.now())));
+        constexpr std::int64_t day_ms = 24 * 3600 * 1000;
+        const std::int64_t left = expires_ms_ - svc_.now();
+        expiry_.expires_after(std::chrono::milliseconds(std::clamp<std::int64_t>(left, 0, day_ms)));
         // Weak: a stream closed before its token expires is not kept alive by the timer.
         expiry_.async_wait([weak = weak_from_this()](beast::error_code ec) {
-            if (ec) return;
-            if (auto self = weak.lock())
-                self->close(websocket::close_code::policy_error, "token_expired");
+            auto self = weak.lock();
+            if (ec || !self) return;
+            if (self->svc_.now() < self->expires_ms_) return self->expire_with_token();
+            self->close(websocket::close_code::policy_error, "token_expired");
         });
     }
 

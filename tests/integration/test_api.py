@@ -176,6 +176,16 @@ def ws_read(ws, count, timeout):
     return frames
 
 
+def ws_close_frame(ws, timeout):
+    """Reads frames until the server's close frame; returns its (code, reason bytes). recv_frame
+    does not answer the close (see the slow consumer's test)."""
+    ws.settimeout(timeout)
+    while True:
+        frame = ws.recv_frame()
+        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(frame.data[:2], "big"), frame.data[2:]
+
+
 def ws_close(ws):
     try:
         ws.close(timeout=1)
@@ -1872,19 +1882,20 @@ class ApiTest(BrokerTestCase):
         self.addCleanup(ws_close, ws)
         lasting = ws_connect(b.port, token=b.token(cid))
         self.addCleanup(ws_close, lasting)
-        ws.settimeout(15)
-        close = None
-        while close is None:
-            frame = ws.recv_frame()
-            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
-                close = frame.data
-        self.assertEqual(int.from_bytes(close[:2], "big"), 1008, close)
-        self.assertEqual(close[2:], b"token_expired")
+        # A token may say a date past what a timer can count to: 295 years ahead is past int64
+        # nanoseconds, and 10^19 past int64 milliseconds (the largest a token can say). Such
+        # streams stay open.
+        far = [ws_connect(b.port, token=craft_jwt(b.jwt_secret, {"sub": cid, "exp": exp}))
+               for exp in (int(time.time()) + 9_300_000_000, 10 ** 19)]
+        for f in far:
+            self.addCleanup(ws_close, f)
+        self.assertEqual(ws_close_frame(ws, timeout=15), (1008, b"token_expired"))
         st, body = b.request("GET", "/v1/account", token=short)
         self.assertEqual((st, body["code"]), (401, "unauthorized"), body)
-        # A stream with a token that has not expired goes on.
+        # The streams with a token that has not expired go on.
         self.placed(b, cid, "AAPL", "BUY", 1)
-        self.assertGreaterEqual(len(ws_read(lasting, 1, timeout=10)), 1)
+        for open_stream in [lasting] + far:
+            self.assertGreaterEqual(len(ws_read(open_stream, 1, timeout=10)), 1)
 
     def test_a_stopping_node_closes_its_streams_with_going_away(self):
         # SIGTERM: every stream gets a close frame 1001 "shutting_down", so that an app can tell
@@ -1901,15 +1912,7 @@ class ApiTest(BrokerTestCase):
         self.assertEqual(len(ws_read(streams[0], 1, timeout=10)), 1)
         b.proc.send_signal(signal.SIGTERM)
         for ws in streams:
-            ws.settimeout(10)
-            close = None
-            while close is None:
-                # recv_frame does not answer the close (see the slow consumer's test).
-                frame = ws.recv_frame()
-                if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
-                    close = frame.data
-            self.assertEqual(int.from_bytes(close[:2], "big"), 1001, close)
-            self.assertEqual(close[2:], b"shutting_down")
+            self.assertEqual(ws_close_frame(ws, timeout=10), (1001, b"shutting_down"))
         self.assertEqual(b.proc.wait(timeout=30), 0)
 
     @dump_logs_on_failure
