@@ -50,6 +50,7 @@ enum class record_kind { zeros, good, bad };
 struct record {
     record_kind kind = record_kind::bad;
     std::uint8_t type = 0;
+    std::size_t length = 0;  // of the payload, as the header says
 };
 
 // The record whose header starts at `pos` of `block` (pos + header_size <= block.size()).
@@ -59,17 +60,13 @@ record read_record(std::string_view block, std::size_t pos) {
                                  (std::uint32_t{byte(2)} << 16) | (std::uint32_t{byte(3)} << 24);
     const std::size_t length = byte(4) | (std::size_t{byte(5)} << 8);
     const std::uint8_t type = byte(6);
-    if (type == zero_type && length == 0) return {record_kind::zeros, type};
+    if (type == zero_type && length == 0) return {record_kind::zeros, type, length};
     if (type < full_type || type > last_type || pos + header_size + length > block.size()) {
-        return {record_kind::bad, type};
+        return {record_kind::bad, type, length};
     }
     const auto payload = block.substr(pos + header_size, length);
-    return {masked(crc32c(type, payload)) == stored ? record_kind::good : record_kind::bad, type};
-}
-
-std::size_t length_at(std::string_view block, std::size_t pos) {
-    return static_cast<unsigned char>(block[pos + 4]) |
-           (std::size_t{static_cast<unsigned char>(block[pos + 5])} << 8);
+    const bool good = masked(crc32c(type, payload)) == stored;
+    return {good ? record_kind::good : record_kind::bad, type, length};
 }
 
 bool starts_batch(std::string_view block, std::size_t pos) {
@@ -89,7 +86,7 @@ class scanner {
             if (r.kind == record_kind::zeros) return;  // the rest of the block was never written
             if (r.kind == record_kind::good) {
                 if (damage_ && (r.type == full_type || r.type == first_type)) ++damage_->behind;
-                pos += header_size + length_at(b, pos);
+                pos += header_size + r.length;
                 continue;
             }
             if (!damage_) damage_ = wal_damage{file, offset + pos, 0};

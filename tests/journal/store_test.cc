@@ -810,13 +810,16 @@ struct wal_file {
 };
 
 // A store of busy events appended in batches of `batch`, and a crash image taken while it was open.
+// By default over 1000 events in many blocks of the WAL; crashed_store(2, 2, 4) is a few batches,
+// all in its first 32 KiB block.
 struct crashed_store {
-    static constexpr std::size_t batch = 8;
+    std::size_t batch;
     temp_dir dir;
     temp_dir image;
-    std::vector<event> events = testing::busy_events(10, 34);
+    std::vector<event> events;
 
-    crashed_store() {
+    explicit crashed_store(int customers = 10, int rounds = 34, std::size_t batch_size = 8)
+        : batch(batch_size), events(testing::busy_events(customers, rounds)) {
         auto s = open_store(dir);
         (void)append_live(*s, events, batch);
         copy_crash_image(dir, image);
@@ -844,46 +847,35 @@ TEST_CASE("a damaged batch inside the write-ahead log stops the open, naming wha
     }
 }
 
-// A store of a few batches that all lie in the WAL's first 32 KiB block, and a crash image of it.
-struct small_crashed_store {
-    static constexpr std::size_t batch = 4;
-    temp_dir dir;
-    temp_dir image;
-    std::vector<event> events = testing::busy_events(2, 2);
-
-    small_crashed_store() {
-        auto s = open_store(dir);
-        (void)append_live(*s, events, batch);
-        copy_crash_image(dir, image);
-    }
+// The records of a WAL's first block, up to the zeros: where each header starts and its payload's
+// length (RocksDB's 7-byte headers; the length is bytes 4-5).
+struct wal_record {
+    std::size_t start = 0;
+    std::size_t length = 0;
 };
-
-// Where the records of a WAL's first block start (RocksDB's 7-byte headers; the payload's length
-// is bytes 4-5 of each), up to the zeros.
-std::vector<std::size_t> first_block_records(const wal_file& wal) {
-    std::vector<std::size_t> starts;
+std::vector<wal_record> first_block_records(const wal_file& wal) {
+    std::vector<wal_record> records;
     for (std::size_t pos = 0; pos + 7 <= std::min<std::size_t>(wal.end, 32768);) {
         const auto length = static_cast<unsigned char>(wal.bytes[pos + 4]) |
                             (std::size_t{static_cast<unsigned char>(wal.bytes[pos + 5])} << 8);
         if (length == 0) break;
-        starts.push_back(pos);
+        records.push_back({pos, length});
         pos += 7 + length;
     }
-    return starts;
+    return records;
 }
 
 TEST_CASE("the WAL scanner's checksums are RocksDB's, and an undamaged log has no damage") {
-    const small_crashed_store c;
+    const crashed_store c(2, 2, 4);
     const wal_file wal(c.image);
-    const auto starts = first_block_records(wal);
-    REQUIRE(starts.size() >= 3);
-    for (const auto pos : starts) {
+    const auto records = first_block_records(wal);
+    REQUIRE(records.size() >= 3);
+    for (const auto& [pos, length] : records) {
         CAPTURE(pos);
-        const auto length = static_cast<unsigned char>(wal.bytes[pos + 4]) |
-                            (std::size_t{static_cast<unsigned char>(wal.bytes[pos + 5])} << 8);
         std::uint32_t stored = 0;
-        for (int i = 3; i >= 0; --i)
+        for (int i = 3; i >= 0; --i) {
             stored = (stored << 8) | static_cast<unsigned char>(wal.bytes[pos + i]);
+        }
         CHECK(wal_record_checksum(static_cast<std::uint8_t>(wal.bytes[pos + 6]),
                                   std::string_view(wal.bytes).substr(pos + 7, length)) == stored);
     }
@@ -895,23 +887,23 @@ TEST_CASE(
     // RocksDB's skipping read drops the rest of a damaged block: without the store's own scan,
     // the batches after the damage here would be dropped as a torn tail and their trade ids
     // handed out again.
-    const small_crashed_store c;
+    const crashed_store c(2, 2, 4);
     wal_file wal(c.image);
     REQUIRE(wal.end < 32768);
-    const auto starts = first_block_records(wal);
-    REQUIRE(starts.size() >= 3);
-    const std::size_t batches = starts.size();
+    const auto records = first_block_records(wal);
+    REQUIRE(records.size() >= 3);
+    const std::size_t second = records[1].start;
     SUBCASE("a flipped byte in a batch's payload") {
-        wal.bytes[starts[1] + 20] = static_cast<char>(wal.bytes[starts[1] + 20] ^ 0x10);
+        wal.bytes[second + 20] = static_cast<char>(wal.bytes[second + 20] ^ 0x10);
     }
     SUBCASE("a flipped byte in a batch's length") {
-        wal.bytes[starts[1] + 4] = static_cast<char>(wal.bytes[starts[1] + 4] ^ 0x01);
+        wal.bytes[second + 4] = static_cast<char>(wal.bytes[second + 4] ^ 0x01);
     }
     wal.write();
     const auto damage = find_wal_damage(c.image.str());
     REQUIRE(damage.has_value());
     CHECK(damage->behind >= 1);
-    CHECK(damage->behind < batches);
+    CHECK(damage->behind < records.size());
     for (const bool read_only : {true, false}) {
         CAPTURE(read_only);
         const auto s = store::open(c.image.str(), read_only);
@@ -924,15 +916,16 @@ TEST_CASE(
 }
 
 TEST_CASE("a flipped byte in the WAL's last batch passes for a torn write, as it cannot be told") {
-    const small_crashed_store c;
+    const crashed_store c(2, 2, 4);
     wal_file wal(c.image);
-    const auto starts = first_block_records(wal);
-    REQUIRE(starts.size() >= 2);
-    wal.bytes[starts.back() + 20] = static_cast<char>(wal.bytes[starts.back() + 20] ^ 0x10);
+    const auto records = first_block_records(wal);
+    REQUIRE(records.size() >= 2);
+    const std::size_t last = records.back().start;
+    wal.bytes[last + 20] = static_cast<char>(wal.bytes[last + 20] ^ 0x10);
     wal.write();
     const auto damage = find_wal_damage(c.image.str());
     REQUIRE(damage.has_value());
-    CHECK(damage->offset == starts.back());
+    CHECK(damage->offset == last);
     CHECK(damage->behind == 0);
     auto s = open_store(c.image, /*read_only=*/true);
     REQUIRE(s->open_warnings().size() == 1);
