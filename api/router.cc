@@ -419,20 +419,22 @@ bool router::is_stream_target(std::string_view target) {
 
 void router::authorize_stream(const http_request& req, stream_decision done) {
     auto checked = check_stream_request(req);
-    if (!checked) return done(std::move(checked));
+    if (!checked) return done(unexpected{std::move(checked.error())});
     // A stream of a customer that was never opened would stay open and silent for good: the
     // app would show an empty, healthy-looking feed instead of the 404 GET /v1/account gives.
-    const std::string customer_id = checked->customer_id;
-    auto answer = [done, request = std::move(*checked)](outcome o) mutable {
+    const std::string customer_id = checked->request.customer_id;
+    auto answer = [done, checked = std::move(*checked)](outcome o) mutable {
         if (o.code != errc::ok) return done(unexpected{error_for(o.code)});
-        done(std::move(request));
+        if (checked.refusal) return done(unexpected{std::move(*checked.refusal)});
+        done(std::move(checked.request));
     };
     if (!svc_.submit(::broker::get_account{customer_id}, std::move(answer))) {
         done(unexpected{refused()});
     }
 }
 
-result<stream_request, http_response> router::check_stream_request(const http_request& req) {
+result<router::checked_stream, http_response> router::check_stream_request(
+    const http_request& req) {
     const auto q = parse_query(req.target);
     if (!q) return unexpected{invalid_parameter("the query string is malformed")};
     std::string header(req.authorization);
@@ -476,14 +478,16 @@ result<stream_request, http_response> router::check_stream_request(const http_re
                 error(503, "storage_error", "updates could not be read; retry later")};
         }
         if (at->empty()) {
-            return unexpected{error(
-                422, "since_ahead",
-                fmt::format("since {} is past this customer's last update; resume from a sequence "
-                            "the stream has sent, or without since",
-                            *out.since))};
+            // The read is done here, on the IO thread, not where the engine answers; the answer
+            // waits for the engine to say whether the customer exists at all.
+            auto ahead = error(422, "since_ahead",
+                               fmt::format("since {} is past this customer's last update; resume "
+                                           "from a sequence the stream has sent, or without since",
+                                           *out.since));
+            return checked_stream{std::move(out), std::move(ahead)};
         }
     }
-    return out;
+    return checked_stream{std::move(out), std::nullopt};
 }
 
 std::string router::metrics_text() {

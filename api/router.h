@@ -106,8 +106,14 @@ private:
     void get_account(const caller& who, bool positions, responder respond);
     void open_customer(std::string_view id, std::string_view body, responder respond);
     void get_digest(responder respond);
-    // authorize_stream's checks before the engine is asked.
-    [[nodiscard]] result<stream_request, http_response> check_stream_request(
+    // authorize_stream's checks before the engine is asked: the stream to open, and the answer
+    // to give instead should the customer exist (a ?since= past their last update; a customer
+    // that does not exist has no updates either, and that is the 404 it needs to hear).
+    struct checked_stream {
+        stream_request request;
+        std::optional<http_response> refusal;
+    };
+    [[nodiscard]] result<checked_stream, http_response> check_stream_request(
         const http_request& req);
     void submit(command c, responder respond, std::function<http_response(outcome&)> render);
     // The answer for a command on one trade: the trade from the outcome, or from the store when

@@ -515,10 +515,15 @@ TEST_CASE("a stream opens only for a customer that exists") {
     f.open("alice");
     CHECK(authorize_stream(f.r, "/v1/stream", f.token("alice")).has_value());
     for (const std::string& who : {f.token("nobody"), f.admin}) {
-        const auto refused = authorize_stream(f.r, "/v1/stream?since=0", who);
-        REQUIRE_FALSE(refused.has_value());
-        CHECK(refused.error().status == 404);
-        CHECK(f.code_of(refused.error()) == "customer_not_found");
+        // With a cursor too: a customer that does not exist has no updates, and "since is past
+        // the last update" would send the app after the wrong fix.
+        for (const char* target : {"/v1/stream", "/v1/stream?since=0", "/v1/stream?since=5"}) {
+            CAPTURE(target);
+            const auto refused = authorize_stream(f.r, target, who);
+            REQUIRE_FALSE(refused.has_value());
+            CHECK(refused.error().status == 404);
+            CHECK(f.code_of(refused.error()) == "customer_not_found");
+        }
     }
     f.svc.full = true;  // the engine's queue: asked, and full
     const auto busy = authorize_stream(f.r, "/v1/stream", f.token("alice"));
