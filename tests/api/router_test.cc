@@ -175,6 +175,8 @@ TEST_CASE("malformed requests get a 4xx JSON error and change nothing") {
         {"POST", "/v1/trades", R"({"symbol":"AAPL","side":"BUY","quantity":1000001})", 422, "invalid_quantity"},
         {"POST", "/v1/trades", R"({"symbol":"AAPL","side":"BUY","quantity":18446744073709551615})", 422, "invalid_quantity"},
         {"POST", "/v1/trades", R"({"symbol":"AAPL","side":"BUY","quantity":1e400})", 400, "invalid_json"},
+        {"POST", "/v1/trades", R"({"symbol":"AAPL","side":"BUY","quantity":18446744073709551616})", 400, "invalid_json"},
+        {"POST", "/v1/trades", R"({"symbol":"AAPL","side":"BUY","quantity":-9223372036854775809})", 400, "invalid_json"},
         {"POST", "/v1/trades", R"({"symbol":"AAPL","side":"buy","quantity":1})", 422, "invalid_side"},
         {"POST", "/v1/trades", R"({"symbol":"AAPL","side":null,"quantity":1})", 422, "invalid_side"},
         {"POST", "/v1/trades", R"({"symbol":"ZZZZ","side":"BUY","quantity":1})", 422, "unknown_symbol"},
