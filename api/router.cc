@@ -660,21 +660,31 @@ void router::list_trades(const caller& who, const query& q, responder respond) {
         // Open trades come from the engine (this outcome), closed ones from the store, read
         // after it; both sorted newest first and merged. A trade that closed in between is in
         // both lists, and only its closed version is kept.
-        std::vector<trade> open;
-        if (filter != trade_filter::closed) {
-            for (auto& t : o.open_trades) {
-                if ((after.value == 0 || t.id < after) && (!sym || t.sym == *sym)) open.push_back(t);
-            }
-        }
-        std::sort(open.begin(), open.end(), [](const trade& a, const trade& b) { return b.id < a.id; });
         std::vector<trade> closed;
+        // Where the store's read stopped short of the customer's oldest closed trade (0: it
+        // did not). Below it nothing is known yet, so no open trade below it joins this page,
+        // and the page ends there with a next_after, full or not.
+        trade_id scanned_to{0};
         if (filter != trade_filter::open) {
-            auto stored = svc_.closed_trades(who.customer_id, after, sym, limit);
+            auto stored =
+                svc_.closed_trades(who.customer_id, after, sym, limit, config_.list_scan_max);
             if (!stored) {
                 return error(503, "storage_error", "closed trades could not be read; retry later");
             }
-            closed = std::move(*stored);
+            closed = std::move(stored->trades);
+            scanned_to = stored->scanned_to;
         }
+        std::vector<trade> open;
+        if (filter != trade_filter::closed) {
+            for (auto& t : o.open_trades) {
+                if ((after.value == 0 || t.id < after) && !(t.id < scanned_to) &&
+                    (!sym || t.sym == *sym)) {
+                    open.push_back(t);
+                }
+            }
+        }
+        std::sort(open.begin(), open.end(),
+                  [](const trade& a, const trade& b) { return b.id < a.id; });
         std::vector<trade> page;
         page.reserve(std::min(limit, open.size() + closed.size()));
         auto oi = open.begin();
@@ -692,10 +702,15 @@ void router::list_trades(const caller& who, const query& q, responder respond) {
             if (i > 0) body += ',';
             body += trade_json(page[i]);
         }
-        body += fmt::format(R"(],"next_after":{}}})",
-                            page.size() == limit
-                                ? fmt::format("\"{}\"", format_trade_id(page.back().id))
-                                : std::string("null"));
+        std::optional<trade_id> next;
+        if (page.size() == limit) {
+            next = page.back().id;
+        } else if (scanned_to.value != 0) {
+            next = scanned_to;
+        }
+        body +=
+            fmt::format(R"(],"next_after":{}}})",
+                        next ? fmt::format("\"{}\"", format_trade_id(*next)) : std::string("null"));
         return http_response{200, std::move(body), {}, 0};
     };
     submit(::broker::list_open_trades{who.customer_id}, std::move(respond), std::move(render));

@@ -47,6 +47,15 @@ struct store_unreadable {};
 template <class T>
 using lookup = result<std::optional<T>, store_unreadable>;
 
+// A page of a customer's closed trades. With a symbol filter the store may read many trades of
+// other symbols for each one it keeps; it stops after reading `scan_max`, and `scanned_to` is then
+// the id of the last trade it read (trades below it were not looked at). 0: it reached the
+// customer's oldest trade, or the page filled.
+struct closed_page {
+    std::vector<trade> trades;
+    trade_id scanned_to{0};
+};
+
 // Which of a customer's trades a listing returns.
 enum class trade_filter : std::uint8_t { all, open, closed };
 
@@ -96,11 +105,13 @@ public:
     [[nodiscard]] virtual std::string metrics_text() { return {}; }
 
     // The customer's closed trades, newest first, with ids below `before` (0: no bound), of
-    // `sym` when given, at most `limit`. Reads the store; call from an IO thread. nullopt when
-    // the store could not be read.
-    [[nodiscard]] virtual std::optional<std::vector<trade>> closed_trades(
-        const std::string& customer_id, trade_id before, std::optional<symbol> sym,
-        std::size_t limit) = 0;
+    // `sym` when given, at most `limit`, reading at most `scan_max` of them (see closed_page).
+    // Reads the store; call from an IO thread. nullopt when the store could not be read.
+    [[nodiscard]] virtual std::optional<closed_page> closed_trades(const std::string& customer_id,
+                                                                   trade_id before,
+                                                                   std::optional<symbol> sym,
+                                                                   std::size_t limit,
+                                                                   std::size_t scan_max) = 0;
     // The trade a customer placed with `client_order_id`, as recorded in the store (durable
     // placements only); nothing when none.
     [[nodiscard]] virtual lookup<trade_id> find_client_order(const std::string& customer_id,

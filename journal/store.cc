@@ -946,11 +946,12 @@ result<std::optional<trade>, store_error> store::find_trade(const std::string& c
     return std::optional<trade>{std::move(t.value())};
 }
 
-result<std::vector<trade>, store_error> store::closed_trades(const std::string& customer_id,
-                                                           trade_id before,
-                                                           std::optional<symbol> sym,
-                                                           std::size_t limit) const {
-    std::vector<trade> out;
+result<closed_listing, store_error> store::closed_trades(const std::string& customer_id,
+                                                         trade_id before, std::optional<symbol> sym,
+                                                         std::size_t limit,
+                                                         std::size_t scan_max) const {
+    BROKER_ASSERT(scan_max > 0);
+    closed_listing out;
     const std::string prefix = customer_key(customer_id, "");
     std::unique_ptr<rocksdb::Iterator> it(
         impl_->db->NewIterator(rocksdb::ReadOptions{}, impl_->cf(cf_closed_by_customer)));
@@ -959,13 +960,21 @@ result<std::vector<trade>, store_error> store::closed_trades(const std::string& 
                                                   : before.value - 1;
     if (before.value == 1) return out;
     it->SeekForPrev(customer_key(customer_id, be_key(start)));
-    for (; it->Valid() && out.size() < limit; it->Prev()) {
+    std::size_t read = 0;
+    trade_id last_read{0};
+    for (; it->Valid() && out.trades.size() < limit; it->Prev()) {
         const std::string_view key = view(it->key());
         if (!key.starts_with(prefix)) break;
+        if (read == scan_max) {
+            out.scanned_to = last_read;  // another of the customer's trades is left unread
+            break;
+        }
+        ++read;
         auto t = decode_trade(view(it->value()));
         if (!t) return corrupt(fmt::format("closed trade of {}: {}", customer_id, t.error().what));
+        last_read = t->id;
         if (sym && t->sym != *sym) continue;
-        out.push_back(std::move(*t));
+        out.trades.push_back(std::move(*t));
     }
     if (!it->status().ok()) return failed(it->status(), "listing closed trades");
     return out;

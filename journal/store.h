@@ -65,6 +65,12 @@ struct store_error {
     bool no_space = false;    // the failure was a full disk
 };
 
+// A page of a customer's closed trades: see store::closed_trades.
+struct closed_listing {
+    std::vector<trade> trades;
+    trade_id scanned_to{0};  // nonzero: the read stopped at this trade, below it unread
+};
+
 // A trade change to index: `created` marks the change that created the trade.
 struct indexed_change {
     trade_change change;
@@ -143,10 +149,14 @@ public:
     [[nodiscard]] result<std::optional<trade>, store_error> find_trade(
         const std::string& customer_id, trade_id id) const;
     // A customer's terminal trades, newest first, with ids below `before` (0: no bound), of
-    // symbol `sym` when given, at most `limit`.
-    [[nodiscard]] result<std::vector<trade>, store_error> closed_trades(
-        const std::string& customer_id, trade_id before, std::optional<symbol> sym,
-        std::size_t limit) const;
+    // symbol `sym` when given, at most `limit`. Reads at most `scan_max` trades: when it stops
+    // there with trades left below, `scanned_to` is the id of the last one read (so that a
+    // symbol the customer rarely trades cannot make one call read their whole history).
+    [[nodiscard]] result<closed_listing, store_error> closed_trades(const std::string& customer_id,
+                                                                    trade_id before,
+                                                                    std::optional<symbol> sym,
+                                                                    std::size_t limit,
+                                                                    std::size_t scan_max) const;
     // The trade a customer created with `client_order_id`.
     [[nodiscard]] result<std::optional<trade_id>, store_error> find_client_order(
         const std::string& customer_id, std::string_view client_order_id) const;

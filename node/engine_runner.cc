@@ -242,16 +242,17 @@ api::lookup<trade> engine_runner::find_closed_trade(const std::string& customer_
     return std::move(*found);
 }
 
-std::optional<std::vector<trade>> engine_runner::closed_trades(const std::string& customer_id,
-                                                               trade_id before,
-                                                               std::optional<symbol> sym,
-                                                               std::size_t limit) {
-    auto found = store_.closed_trades(customer_id, before, sym, limit);
+std::optional<api::closed_page> engine_runner::closed_trades(const std::string& customer_id,
+                                                             trade_id before,
+                                                             std::optional<symbol> sym,
+                                                             std::size_t limit,
+                                                             std::size_t scan_max) {
+    auto found = store_.closed_trades(customer_id, before, sym, limit, scan_max);
     if (!found) {
         spdlog::error("listing closed trades failed: {}", found.error().what);
         return std::nullopt;
     }
-    return std::move(*found);
+    return api::closed_page{std::move(found->trades), found->scanned_to};
 }
 
 api::lookup<trade_id> engine_runner::find_client_order(const std::string& customer_id,

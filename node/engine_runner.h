@@ -102,10 +102,11 @@ public:
     [[nodiscard]] timestamp_ms now() override;
     [[nodiscard]] bool storage_full() const override { return storage_full_.load(); }
     [[nodiscard]] std::string metrics_text() override;
-    [[nodiscard]] std::optional<std::vector<trade>> closed_trades(const std::string& customer_id,
-                                                                  trade_id before,
-                                                                  std::optional<symbol> sym,
-                                                                  std::size_t limit) override;
+    [[nodiscard]] std::optional<api::closed_page> closed_trades(const std::string& customer_id,
+                                                                trade_id before,
+                                                                std::optional<symbol> sym,
+                                                                std::size_t limit,
+                                                                std::size_t scan_max) override;
     [[nodiscard]] api::lookup<trade_id> find_client_order(
         const std::string& customer_id, std::string_view client_order_id) override;
     [[nodiscard]] std::optional<std::vector<api::trade_update>> updates_since(

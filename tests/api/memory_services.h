@@ -97,19 +97,27 @@ public:
     bool market_open(timestamp_ms) override { return market_is_open; }
     std::int64_t collar_bps() const override { return 500; }
     timestamp_ms now() override { return now_ms; }
-    std::optional<std::vector<trade>> closed_trades(const std::string& customer_id, trade_id before,
-                                                    std::optional<symbol> sym,
-                                                    std::size_t limit) override {
+    std::optional<api::closed_page> closed_trades(const std::string& customer_id, trade_id before,
+                                                  std::optional<symbol> sym, std::size_t limit,
+                                                  std::size_t scan_max) override {
         if (before_closed_trades) std::exchange(before_closed_trades, nullptr)();
         if (store_unreadable) return std::nullopt;
-        std::vector<trade> out;
+        std::vector<trade> mine;
         for (const auto& [id, t] : closed) {
             if (t.customer_id != customer_id || (before.value != 0 && !(t.id < before))) continue;
-            if (sym && t.sym != *sym) continue;
-            out.push_back(t);
+            mine.push_back(t);
         }
-        std::sort(out.begin(), out.end(), [](const trade& a, const trade& b) { return b.id < a.id; });
-        if (out.size() > limit) out.resize(limit);
+        std::sort(mine.begin(), mine.end(),
+                  [](const trade& a, const trade& b) { return b.id < a.id; });
+        // As the store reads: newest first, at most scan_max of them.
+        api::closed_page out;
+        for (std::size_t read = 0; read < mine.size() && out.trades.size() < limit; ++read) {
+            if (read == scan_max) {
+                out.scanned_to = mine[read - 1].id;
+                break;
+            }
+            if (!sym || mine[read].sym == *sym) out.trades.push_back(mine[read]);
+        }
         return out;
     }
     api::lookup<trade_id> find_client_order(const std::string& customer_id,

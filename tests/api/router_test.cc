@@ -466,6 +466,80 @@ TEST_CASE("the trade list pages newest first through open and closed trades") {
     CHECK(f.call("GET", "/v1/trades", f.token("bob")).status == 404);  // bob has no account
 }
 
+TEST_CASE("a symbol filter reads a bounded run of closed trades per page and pages on") {
+    fixture f;
+    f.open("alice", R"({"cash":"100000","positions":{"AAPL":100,"MSFT":100}})");
+    const auto alice = f.token("alice");
+    // Trades 1-9, of which 1, 4, 8 and 9 are MSFT. A customer's trades go to the exchange one
+    // at a time: 1-3 fill, 4 stays at the exchange, 5-8 are canceled while queued behind it, and
+    // 9 stays queued.
+    for (const char* ticker :
+         {"MSFT", "AAPL", "AAPL", "MSFT", "AAPL", "AAPL", "AAPL", "MSFT", "MSFT"}) {
+        REQUIRE(f.call("POST", "/v1/trades", alice,
+                       fmt::format(R"({{"symbol":"{}","side":"SELL","quantity":1}})", ticker))
+                    .status == 201);
+    }
+    for (const int id : {1, 2, 3}) {
+        const std::string cb =
+            fmt::format(R"({{"order_id":"{:016x}","exec_id":"E{}","status":"FILLED","quantity":1,)"
+                        R"("fill_price":"100","executed_at":"2027-01-15T08:00:00Z"}})",
+                        id, id);
+        REQUIRE(f.call("POST", "/v1/exchange/callbacks", "", cb,
+                       exchange::sign_callback("exchange-secret", now_ms / 1000, cb))
+                    .status == 200);
+    }
+    for (const int id : {5, 6, 7, 8}) {
+        REQUIRE(f.call("DELETE", fmt::format("/v1/trades/{:016x}", id), alice).status == 200);
+    }
+    auto ids_of = [](const std::string& body) {
+        std::vector<std::string> out;
+        for (auto at = body.find(R"("trade_id":")"); at != std::string::npos;
+             at = body.find(R"("trade_id":")", at + 1)) {
+            out.push_back(body.substr(at + 12, 16));
+        }
+        return out;
+    };
+    using ids = std::vector<std::string>;
+    // Unbounded enough: one page.
+    const auto whole = f.call("GET", "/v1/trades?symbol=MSFT", alice);
+    REQUIRE(whole.status == 200);
+    CHECK(ids_of(whole.body) ==
+          ids{"0000000000000009", "0000000000000008", "0000000000000004", "0000000000000001"});
+    CHECK(whole.body.find(R"("next_after":null)") != std::string::npos);
+
+    // Three closed trades read per page: 8, 7, 6, then 5, 3, 2, then 1. An open trade joins the
+    // page only above where the read stopped, so trade 4 waits for the second page, once the
+    // closed trades around it have been read.
+    router_config small{"jwt-secret", "exchange-secret", 300};
+    small.list_scan_max = 3;
+    router r{f.svc, small};
+    auto get = [&](std::string_view target) {
+        std::optional<http_response> out;
+        r.handle(http_request{"GET", target, alice, {}, {}},
+                 [&](http_response resp) { out = std::move(resp); });
+        REQUIRE(out.has_value());
+        REQUIRE(out->status == 200);
+        return out->body;
+    };
+    const auto p1 = get("/v1/trades?symbol=MSFT");
+    CHECK(ids_of(p1) == ids{"0000000000000009", "0000000000000008"});
+    CHECK(p1.find(R"("next_after":"0000000000000006")") != std::string::npos);
+    const auto p2 = get("/v1/trades?symbol=MSFT&after=0000000000000006");
+    CHECK(ids_of(p2) == ids{"0000000000000004"});
+    CHECK(p2.find(R"("next_after":"0000000000000002")") != std::string::npos);
+    const auto p3 = get("/v1/trades?symbol=MSFT&after=0000000000000002");
+    CHECK(ids_of(p3) == ids{"0000000000000001"});
+    CHECK(p3.find(R"("next_after":null)") != std::string::npos);
+    // A page that fills ends at its last trade, as always.
+    const auto full = get("/v1/trades?symbol=MSFT&limit=1");
+    CHECK(ids_of(full) == ids{"0000000000000009"});
+    CHECK(full.find(R"("next_after":"0000000000000009")") != std::string::npos);
+    // Open trades alone never touch the store.
+    const auto open = get("/v1/trades?status=open&symbol=MSFT");
+    CHECK(ids_of(open) == ids{"0000000000000009", "0000000000000004"});
+    CHECK(open.find(R"("next_after":null)") != std::string::npos);
+}
+
 TEST_CASE("a trade that closes while the list is read is listed once, closed") {
     fixture f;
     f.open("alice", R"({"cash":"100000","positions":{"AAPL":100}})");

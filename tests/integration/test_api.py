@@ -281,8 +281,14 @@ class ApiTest(BrokerTestCase):
                 if len(ids) == limit:
                     self.assertEqual(page["next_after"], ids[-1],
                                      "a full page's next_after is its last id: %r" % page)
-                else:
+                elif "symbol=" not in query or page["next_after"] is None:
                     self.assertIsNone(page["next_after"], "a short page ends the list: %r" % page)
+                else:
+                    # With a symbol filter a page may stop where its read of the store did:
+                    # short, even empty, with the next_after to go on from, below its trades.
+                    self.assertRegex(page["next_after"], TRADE_ID)
+                    if ids:
+                        self.assertLess(page["next_after"], ids[-1], page)
             pages.append(page)
             trades.extend(page["trades"])
             after = page["next_after"]
@@ -1014,6 +1020,32 @@ class ApiTest(BrokerTestCase):
     # ============================================================================================
     # 4. Cancel and modify
     # ============================================================================================
+    @dump_logs_on_failure
+    def test_a_symbol_filter_over_a_long_history_reads_it_in_bounded_pages(self):
+        # 4,200 closed trades (SELLs without the shares: refused, so REJECTED at once), of which
+        # the oldest and the newest are MSFT. A page reads at most 4,096 of them from the store,
+        # so MSFT takes two pages and the first one is short with a next_after.
+        b = self.start_broker()
+        cid, n = "long-history", 4200
+        self.open_customer(b, cid, "1000.0000")
+        ids = []
+        for i in range(n):
+            sym = "MSFT" if i in (0, n - 1) else "AAPL"
+            ids.append(self.placed(b, cid, sym, "SELL", 1, status="REJECTED")["trade_id"])
+        for query, want in (("symbol=MSFT", [ids[-1], ids[0]]), ("symbol=KO", []),
+                            ("status=closed&symbol=AAPL", ids[-2:0:-1])):
+            started = time.monotonic()
+            got, pages = self.list_all(b, cid, query, limit=500)
+            took = time.monotonic() - started
+            self.assertEqual([t["trade_id"] for t in got], want, query)
+            sys.stderr.write("[listing] %s over %d closed trades: %d pages in %.1f ms\n"
+                             % (query, n, len(pages), took * 1000))
+            if query != "status=closed&symbol=AAPL":
+                self.assertEqual(len(pages), 2, (query, pages))
+                # The first read stopped 4,096 trades down, at trade n - 4096 (0-based).
+                self.assertEqual(pages[0]["next_after"], ids[n - 4096], query)
+                self.assertIsNone(pages[1]["next_after"], query)
+
     @dump_logs_on_failure
     def test_placed_trades_can_be_canceled_and_modified_and_races_settle_exactly(self):
         b = self.start_broker(["--sim-latency-ms", "400", "--sim-reject-rate", "0"])

@@ -397,6 +397,61 @@ TEST_CASE("find_trade returns a customer's terminal trades and nothing for other
     }
 }
 
+TEST_CASE("closed_trades reads at most scan_max trades and says where it stopped") {
+    temp_dir dir;
+    auto s = open_store(dir);
+    // Two customers, 30 filled trades each, interleaved; c0's trades of rounds 5 and 25 are
+    // MSFT, every other one AAPL.
+    testing::stream st;
+    st.add(customer_opened{"c0", testing::usd(1'000'000), {}});
+    st.add(customer_opened{"c1", testing::usd(1'000'000), {}});
+    for (int r = 0; r < 30; ++r) {
+        st.filled_buy("c0", r == 5 || r == 25 ? "MSFT" : "AAPL", 1, testing::usd(10));
+        st.filled_buy("c1", "MSFT", 1, testing::usd(10));
+    }
+    (void)append_live(*s, st.events(), 16);
+    auto id_of_round = [](int r) { return trade_id{static_cast<std::uint64_t>(2 * r + 1)}; };
+    const auto msft = testing::sym("MSFT");
+
+    // Eight read from the newest: rounds 29 to 22, of which round 25 is MSFT.
+    auto page = s->closed_trades("c0", trade_id{0}, msft, 10, 8);
+    REQUIRE(page.has_value());
+    REQUIRE(page->trades.size() == 1);
+    CHECK(page->trades[0].id == id_of_round(25));
+    CHECK(page->scanned_to == id_of_round(22));
+    // On from there, as a client follows next_after: rounds 21-14, 13-6, then 5-0 to the end.
+    page = s->closed_trades("c0", page->scanned_to, msft, 10, 8);
+    REQUIRE(page.has_value());
+    CHECK(page->trades.empty());
+    CHECK(page->scanned_to == id_of_round(14));
+    page = s->closed_trades("c0", page->scanned_to, msft, 10, 8);
+    REQUIRE(page.has_value());
+    CHECK(page->trades.empty());
+    CHECK(page->scanned_to == id_of_round(6));
+    page = s->closed_trades("c0", page->scanned_to, msft, 10, 8);
+    REQUIRE(page.has_value());
+    REQUIRE(page->trades.size() == 1);
+    CHECK(page->trades[0].id == id_of_round(5));
+    CHECK(page->scanned_to == trade_id{0});  // c1's trades below are not c0's
+
+    // A read that ends at the customer's oldest trade exactly at the bound is complete.
+    page = s->closed_trades("c0", id_of_round(8), std::nullopt, 10, 8);
+    REQUIRE(page.has_value());
+    CHECK(page->trades.size() == 8);
+    CHECK(page->scanned_to == trade_id{0});
+    // A page that fills stops there, whatever is left: its next_after is its last trade.
+    page = s->closed_trades("c0", trade_id{0}, std::nullopt, 5, 8);
+    REQUIRE(page.has_value());
+    CHECK(page->trades.size() == 5);
+    CHECK(page->scanned_to == trade_id{0});
+    // Without a bound that bites, one call finds both.
+    page = s->closed_trades("c0", trade_id{0}, msft, 10, 4096);
+    REQUIRE(page.has_value());
+    REQUIRE(page->trades.size() == 2);
+    CHECK(page->trades[1].id == id_of_round(5));
+    CHECK(page->scanned_to == trade_id{0});
+}
+
 TEST_CASE("a damaged terminal trade in the store is reported as corruption") {
     temp_dir dir;
     std::vector<trade> closed;
