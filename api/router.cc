@@ -13,6 +13,7 @@
 
 #include "api/json.h"
 #include "api/jwt.h"
+#include "engine/assert.h"
 #include "engine/time.h"
 #include "exchange/signature.h"
 
@@ -285,7 +286,9 @@ router::router(services& svc, router_config config)
     : id_(++routers_made),
       svc_(svc),
       config_(std::move(config)),
-      limiter_(config_.rate_limit_per_s, config_.rate_limit_burst) {}
+      limiter_(config_.rate_limit_per_s, config_.rate_limit_burst) {
+    BROKER_ASSERT(config_.list_scan_max >= 1);
+}
 
 std::optional<router::caller> router::authenticate(std::string_view authorization,
                                                    const responder& respond) {
@@ -472,14 +475,14 @@ result<router::checked_stream, http_response> router::check_stream_request(
         // Resuming after N needs update N to exist. A cursor past the customer's last update
         // (kept from before a data reset, or made up) would otherwise hold back every update
         // up to it without a word.
+        // The read is done here, on the IO thread, not where the engine answers; what it finds
+        // wrong waits for the engine to say whether the customer exists at all.
         const auto at = svc_.updates_since(out.customer_id, *out.since - 1, 1);
         if (!at) {
-            return unexpected{
-                error(503, "storage_error", "updates could not be read; retry later")};
+            auto unreadable = error(503, "storage_error", "updates could not be read; retry later");
+            return checked_stream{std::move(out), std::move(unreadable)};
         }
         if (at->empty()) {
-            // The read is done here, on the IO thread, not where the engine answers; the answer
-            // waits for the engine to say whether the customer exists at all.
             auto ahead = error(422, "since_ahead",
                                fmt::format("since {} is past this customer's last update; resume "
                                            "from a sequence the stream has sent, or without since",
@@ -666,8 +669,9 @@ void router::list_trades(const caller& who, const query& q, responder respond) {
         // and the page ends there with a next_after, full or not.
         trade_id scanned_to{0};
         if (filter != trade_filter::open) {
-            auto stored =
-                svc_.closed_trades(who.customer_id, after, sym, limit, config_.list_scan_max);
+            // Without a symbol every trade read is listed: the page's limit bounds the read.
+            auto stored = svc_.closed_trades(who.customer_id, after, sym, limit,
+                                             sym ? config_.list_scan_max : limit);
             if (!stored) {
                 return error(503, "storage_error", "closed trades could not be read; retry later");
             }

@@ -47,7 +47,7 @@ struct router_config {
     std::int64_t callback_tolerance_s = 300;
     double rate_limit_per_s = 100;  // per customer; 0 disables
     double rate_limit_burst = 200;
-    // The most closed trades one GET /v1/trades reads from the store: with a symbol filter a
+    // The most closed trades one GET /v1/trades?symbol= reads from the store (at least 1): a
     // page may otherwise read a customer's whole history to find a symbol they rarely trade.
     std::size_t list_scan_max = 4096;
 };

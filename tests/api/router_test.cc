@@ -538,6 +538,28 @@ TEST_CASE("a symbol filter reads a bounded run of closed trades per page and pag
     const auto open = get("/v1/trades?status=open&symbol=MSFT");
     CHECK(ids_of(open) == ids{"0000000000000009", "0000000000000004"});
     CHECK(open.find(R"("next_after":null)") != std::string::npos);
+
+    // Trade 4 fills after the engine listed it open and before the store is read: below where
+    // the first page's read stops, so that page leaves it out, and the second lists it filled.
+    f.svc.before_closed_trades = [&] {
+        const std::string cb =
+            R"({"order_id":"0000000000000004","exec_id":"E4","status":"FILLED","quantity":1,)"
+            R"("fill_price":"100","executed_at":"2027-01-15T08:00:00Z"})";
+        REQUIRE(f.call("POST", "/v1/exchange/callbacks", "", cb,
+                       exchange::sign_callback("exchange-secret", now_ms / 1000, cb))
+                    .status == 200);
+    };
+    const auto q1 = get("/v1/trades?symbol=MSFT");
+    CHECK_FALSE(static_cast<bool>(f.svc.before_closed_trades));
+    CHECK(ids_of(q1) == ids{"0000000000000009", "0000000000000008"});
+    CHECK(q1.find(R"("next_after":"0000000000000006")") != std::string::npos);
+    const auto q2 = get("/v1/trades?symbol=MSFT&after=0000000000000006");
+    CHECK(ids_of(q2) == ids{"0000000000000004"});
+    CHECK(q2.find(R"("status":"FILLED")") != std::string::npos);
+    CHECK(q2.find(R"("next_after":"0000000000000003")") != std::string::npos);
+    const auto q3 = get("/v1/trades?symbol=MSFT&after=0000000000000003");
+    CHECK(ids_of(q3) == ids{"0000000000000001"});
+    CHECK(q3.find(R"("next_after":null)") != std::string::npos);
 }
 
 TEST_CASE("a trade that closes while the list is read is listed once, closed") {
@@ -601,6 +623,12 @@ TEST_CASE("a stream opens only for a customer that exists") {
             CHECK(f.code_of(refused.error()) == "customer_not_found");
         }
     }
+    // Nor does an unreadable store hide that the customer does not exist.
+    f.svc.store_unreadable = true;
+    const auto unknown = authorize_stream(f.r, "/v1/stream?since=5", f.token("nobody"));
+    REQUIRE_FALSE(unknown.has_value());
+    CHECK(unknown.error().status == 404);
+    f.svc.store_unreadable = false;
     f.svc.full = true;  // the engine's queue: asked, and full
     const auto busy = authorize_stream(f.r, "/v1/stream", f.token("alice"));
     REQUIRE_FALSE(busy.has_value());
