@@ -178,6 +178,10 @@ struct decider {
         if (m.qty.shares <= 0 || m.qty.shares > limits::quantity_max) {
             return fail(errc::invalid_quantity);
         }
+        // The quantity it already has: nothing to change, so no event, no update on the stream,
+        // and the reservation stays as placed (a re-check at today's price is not a change the
+        // customer asked for).
+        if (m.qty.shares == t->qty.shares) return decision{errc::ok, {}, m.id, true};
         if (!m.reference_price) return fail(errc::unknown_symbol);
         const money price = *m.reference_price;
         if (price.ticks <= 0 || price.ticks > limits::price_max_ticks ||

@@ -471,6 +471,21 @@ TEST_CASE("a PLACED trade's quantity can change when the new reservation fits") 
     CHECK(e.t(*queued.trade).reserved_cash.ticks == 20 * 1155 * usd / 10);  // 20 x 115.50
     CHECK(e.c("alice").reserved_cash.ticks == 105 * usd + 2310 * usd);
 
+    // The same quantity again changes nothing, whatever the price did meanwhile: no event, the
+    // reservation as it was, and the answer names the trade.
+    const std::uint64_t sequence = e.s.last_sequence;
+    const auto same =
+        e.run(modify_trade{"alice", *queued.trade, quantity{20}, money{150 * usd}, 500});
+    CHECK(same.code == errc::ok);
+    CHECK(same.repeated);
+    CHECK(same.events.empty());
+    CHECK(*same.trade == *queued.trade);
+    CHECK(e.s.last_sequence == sequence);
+    CHECK(e.t(*queued.trade).reserved_cash.ticks == 20 * 1155 * usd / 10);
+    // Nor does it skip the checks before it: another customer's trade is still not found.
+    CHECK(e.run(modify_trade{"bob", *queued.trade, quantity{20}, money{110 * usd}, 500}).code ==
+          errc::trade_not_found);
+
     // Too large: refused, nothing changes.
     CHECK(e.run(modify_trade{"alice", *queued.trade, quantity{90}, money{110 * usd}, 500}).code ==
           errc::insufficient_funds);
@@ -494,6 +509,9 @@ TEST_CASE("a trade at the exchange or closed cannot change quantity") {
     e.open("alice", 10'000);
     const auto sent = e.place("alice", side::buy, 1);
     CHECK(e.run(modify_trade{"alice", *sent.trade, quantity{2}, money{100 * usd}, 500}).code ==
+          errc::trade_not_modifiable);
+    // Also to the quantity it has: the answer says the trade is past changing.
+    CHECK(e.run(modify_trade{"alice", *sent.trade, quantity{1}, money{100 * usd}, 500}).code ==
           errc::trade_not_modifiable);
     e.fill(*sent.trade, 1, 100 * usd);
     CHECK(e.run(modify_trade{"alice", *sent.trade, quantity{2}, money{100 * usd}, 500}).code ==

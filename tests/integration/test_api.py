@@ -1114,6 +1114,11 @@ class ApiTest(BrokerTestCase):
         self.assertEqual((t["trade_id"], t["status"]), (tid, "PLACED"))
         r2 = self.account(b, cid)["reserved_cash"]
         self.assertGreater(r2, r1, "doubling the quantity must reserve more")
+        # The same quantity again: the trade as it is, nothing journaled or changed.
+        st, same = patch(tid, 20)
+        self.assertEqual(st, 200, (st, same))
+        self.assertEqual(same, t, "a PATCH to the quantity the trade has changed it")
+        self.assertEqual(self.account(b, cid)["reserved_cash"], r2)
         self.assertTrue(1.8 * r1 < r2 < 2.2 * r1, (r1, r2))
         st, t = patch(tid, 5)
         self.assertEqual(st, 200, (st, t))
