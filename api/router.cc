@@ -326,12 +326,12 @@ std::optional<router::caller> router::authenticate(std::string_view authorizatio
     return caller{claims->sub, claims->role == "admin", claims->exp};
 }
 
-void router::handle(const http_request& req, responder in) {
-    // Every answer is counted by status class on its way out.
-    responder respond = [this, in = std::move(in)](http_response r) {
-        counters_.responses[std::min<unsigned>(r.status / 100, 5)].fetch_add(1, std::memory_order_relaxed);
-        in(std::move(r));
-    };
+void router::count_response(unsigned status) {
+    counters_.responses[std::clamp<unsigned>(status / 100, 1, 5)].fetch_add(
+        1, std::memory_order_relaxed);
+}
+
+void router::handle(const http_request& req, responder respond) {
     const auto seg = path_segments(req.target);
     const route_spec* path_match = nullptr;
     const route_spec* route = nullptr;

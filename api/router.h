@@ -69,6 +69,10 @@ public:
     // embedded simulator: the same verification and settlement either way.
     void handle_exchange_callback(std::string_view signature, std::string_view body,
                                   responder respond);
+    // Counts one HTTP answer in broker_http_responses_total by status class. The server calls it
+    // for every answer it writes: the router's, those it gives before the router is asked (413,
+    // 431, 400, 503 over the connection bound) and a WebSocket upgrade's 101. Any thread.
+    void count_response(unsigned status);
     // Counts an execution report the engine has processed in broker_exchange_callbacks_*: the
     // HTTP callbacks do it themselves; the embedded exchange, which hands its reports to the
     // engine in process, calls it. Any thread.

@@ -405,6 +405,7 @@ private:
         // blocking mode Beast's WebSocket stream expects of anything synchronous.
         beast::error_code ignored;
         stream_.socket().non_blocking(false, ignored);
+        router_.count_response(101);
         // The stream keeps this connection's place under the bound for as long as it is open.
         open_->fetch_add(1);
         std::shared_ptr<void> slot(nullptr, [open = open_](void*) { open->fetch_sub(1); });
@@ -419,6 +420,7 @@ private:
     }
 
     void write(http_response r) {
+        router_.count_response(r.status);
         serializer_.reset();
         response_ = {};
         response_.version(11);
@@ -512,10 +514,12 @@ class overflow_refusal : public std::enable_shared_from_this<overflow_refusal> {
   public:
     static constexpr std::size_t refusals_max = 64;
 
-    overflow_refusal(tcp::socket socket, std::shared_ptr<std::atomic<std::size_t>> refusing)
+    overflow_refusal(tcp::socket socket, std::shared_ptr<std::atomic<std::size_t>> refusing,
+                     router& r)
         : socket_(std::move(socket)),
           timer_(socket_.get_executor()),
-          refusing_(std::move(refusing)) {}
+          refusing_(std::move(refusing)),
+          router_(r) {}
     overflow_refusal(const overflow_refusal&) = delete;
     overflow_refusal& operator=(const overflow_refusal&) = delete;
     ~overflow_refusal() { refusing_->fetch_sub(1); }
@@ -524,6 +528,7 @@ class overflow_refusal : public std::enable_shared_from_this<overflow_refusal> {
 
     // Runs on the socket's own context.
     void start() {
+        router_.count_response(503);
         response_.version(11);
         response_.result(http::status::service_unavailable);
         response_.set(http::field::server, "brokerd");
@@ -566,6 +571,7 @@ class overflow_refusal : public std::enable_shared_from_this<overflow_refusal> {
     tcp::socket socket_;
     net::steady_timer timer_;
     std::shared_ptr<std::atomic<std::size_t>> refusing_;
+    router& router_;
     http::response<http::string_body> response_;
     std::array<char, 4096> sink_{};
 };
@@ -606,7 +612,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         if (open_->load() >= config_.connections_max) {
             // Over the connection bound: refuse at once rather than queue without limit.
             if (refusing_->fetch_add(1) < overflow_refusal::refusals_max) {
-                auto r = std::make_shared<overflow_refusal>(std::move(socket), refusing_);
+                auto r = std::make_shared<overflow_refusal>(std::move(socket), refusing_, router_);
                 net::post(r->executor(), [r] { r->start(); });
             } else {
                 refusing_->fetch_sub(1);

@@ -1906,6 +1906,33 @@ class ApiTest(BrokerTestCase):
             self.assertLess(time.monotonic(), deadline, "the closed stream's place never came back")
             time.sleep(0.05)
 
+    def test_every_answer_is_counted_by_class_including_upgrades_and_early_refusals(self):
+        # broker_http_responses_total counts what the node answered: also a WebSocket upgrade's
+        # 101, a stream refused before the upgrade, and what the server refuses before the
+        # router is asked (431 here).
+        if websocket is None:
+            self.skipTest("python3-websocket is not installed")
+        b = self.start_broker()
+        cid = "counted"
+        self.open_customer(b, cid, "1000.0000")
+
+        def classes():
+            m = self.read_metrics(b)
+            return [m['broker_http_responses_total{class="%dxx"}' % c] for c in range(1, 6)]
+
+        before = classes()
+        ws = ws_connect(b.port, token=b.token(cid))
+        ws_close(ws)
+        with self.assertRaises(websocket.WebSocketBadStatusException):
+            ws_connect(b.port, token=b.token("no-such-customer"))
+        st, _, _ = raw_request(b.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+                               + b"b" * 9000 + b"\r\n\r\n")
+        self.assertEqual(st, 431)
+        after = classes()
+        # 1xx: the upgrade; 2xx: the first GET /metrics; 4xx: the 404 and the 431.
+        self.assertEqual([a - b_ for a, b_ in zip(after, before)], [1, 1, 0, 2, 0],
+                         (before, after))
+
     def test_a_stream_closes_when_its_token_expires(self):
         # REST requests with an expired token get 401; the stream opened with it must not go on
         # delivering the customer's trades. It closes with 1008 (policy) "token_expired", and the
