@@ -1049,15 +1049,17 @@ class ApiTest(BrokerTestCase):
 
     @dump_logs_on_failure
     def test_placed_trades_can_be_canceled_and_modified_and_races_settle_exactly(self):
-        b = self.start_broker(["--sim-latency-ms", "400", "--sim-reject-rate", "0"])
+        # Every order stays at the simulated exchange 500-1500 ms: the trades queued behind one
+        # or two of them stay PLACED long enough for a dozen requests even on a slow machine.
+        b = self.start_broker(["--sim-latency-ms", "1000", "--sim-reject-rate", "0"])
         cid = "cm-a"
         opening_cash, opening_pos = "100000.0000", {"AAPL": 50}
         self.open_customer(b, cid, opening_cash, opening_pos)
         tok = b.token(cid)
         everything = []
 
-        # --- cancel. Two SELLs go first: the head one is IN_PROGRESS at the exchange (200-600
-        # ms), the second waits behind it, so the BUY of MSFT stays PLACED for at least 400 ms.
+        # --- cancel. Two SELLs go first: the head one is IN_PROGRESS at the exchange (500-1500
+        # ms), the second waits behind it, so the BUY of MSFT stays PLACED for at least 1 s.
         heads = [self.placed(b, cid, "AAPL", "SELL", 1)["trade_id"] for _ in range(2)]
         bid = heads[0]
         acct0 = self.account(b, cid)
@@ -1095,7 +1097,7 @@ class ApiTest(BrokerTestCase):
         self.assertIsNone(done[tid]["filled_price"])
 
         # --- modify: quantity up, down, unaffordable; a SELL up and beyond the holding. Three
-        # SELLs go first, so the two trades behind them stay PLACED for at least 600 ms.
+        # SELLs go first, so the two trades behind them stay PLACED for at least 1.5 s.
         heads = [self.placed(b, cid, "AAPL", "SELL", 1)["trade_id"] for _ in range(3)]
         target = self.placed(b, cid, "MSFT", "BUY", 10, status="PLACED")
         sell = self.placed(b, cid, "AAPL", "SELL", 2, status="PLACED")
@@ -1172,8 +1174,8 @@ class ApiTest(BrokerTestCase):
                     return
                 with lock:
                     owned[c] += [blk[1]["trade_id"], tgt[1]["trade_id"]]
-                # The blocker is at the exchange for 200-600 ms; aim around its end.
-                time.sleep(rng.uniform(0.15, 0.65))
+                # The blocker is at the exchange for 500-1500 ms; aim around its end.
+                time.sleep(rng.uniform(0.4, 1.6))
                 path = "/v1/trades/" + tgt[1]["trade_id"]
                 pa = da = None
                 if "patch" in mode:
@@ -1228,7 +1230,7 @@ class ApiTest(BrokerTestCase):
     # ============================================================================================
     @dump_logs_on_failure
     def test_tokens_expire_and_customers_cannot_touch_each_others_trades(self):
-        b = self.start_broker(["--sim-latency-ms", "400", "--sim-reject-rate", "0"])
+        b = self.start_broker(["--sim-latency-ms", "1000", "--sim-reject-rate", "0"])
         a, other = "tok-a", "tok-b"
         self.open_customer(b, a, "100000.0000", {"AAPL": 10})
         self.open_customer(b, other, "100000.0000", {"AAPL": 10})
@@ -2065,8 +2067,10 @@ class ApiTest(BrokerTestCase):
         b, ws = self.streaming_customer(cid, "100000.0000", sim_latency_ms=1)
         waits = []
         for _ in range(5):
-            started = time.monotonic()
             t = self.placed(b, cid, "AAPL", "BUY", 1)
+            # From the 201: the commit is behind us, so a slow disk is not in the measure. A
+            # batch held back until the kernel's 200 ms cork timer would be.
+            started = time.monotonic()
             pair = ws_read(ws, 2, timeout=5)
             waits.append(time.monotonic() - started)
             self.assertEqual([(f["trade"]["trade_id"], f["trade"]["status"]) for f in pair],
@@ -2074,7 +2078,7 @@ class ApiTest(BrokerTestCase):
             last = ws_read(ws, 1, timeout=5)
             self.assertEqual([f["trade"]["status"] for f in last], ["FILLED"], last)
         waits.sort()
-        self.assertLess(waits[2], 0.15, "seconds from placement to its two updates: %r" % waits)
+        self.assertLess(waits[2], 0.15, "seconds from the 201 to its two updates: %r" % waits)
 
     # ============================================================================================
     # 9. Slow consumer
