@@ -431,8 +431,10 @@ class ExchangeSimTest(unittest.TestCase):
     @keep_on_failure
     def test_an_outage_in_refuse_mode_closes_the_listener_and_reopens_it(self):
         sim = self.sim(["--outage", "1:1", "--outage-mode", "refuse"])
-        sim.start()
+        # Taken before the launch: the outage clock starts later, when the service is built, so
+        # refusals cannot begin before t0 + 1 s however slowly the process starts.
         t0 = time.monotonic()
+        sim.start()
 
         def reachable():
             try:
