@@ -68,6 +68,17 @@ struct fixture {
         CHECK(field_of(again, "status") == "duplicate");
     }
 
+    // Settles trade `id` as FILLED at 100 through a signed execution report; the answer's status.
+    int fill(int id) {
+        const std::string cb =
+            fmt::format(R"({{"order_id":"{:016x}","exec_id":"E{}","status":"FILLED","quantity":1,)"
+                        R"("fill_price":"100","executed_at":"2027-01-15T08:00:00Z"}})",
+                        id, id);
+        return call("POST", "/v1/exchange/callbacks", "", cb,
+                    exchange::sign_callback("exchange-secret", now_ms / 1000, cb))
+            .status;
+    }
+
     void open(const std::string& id, const char* body = R"({"cash":"10000.0000","positions":{"AAPL":10}})") {
         REQUIRE(call("PUT", "/admin/v1/customers/" + id, admin, body).status == 201);
     }
@@ -442,13 +453,7 @@ TEST_CASE("the trade list pages newest first through open and closed trades") {
         REQUIRE(f.call("POST", "/v1/trades", alice, R"({"symbol":"AAPL","side":"SELL","quantity":1})").status == 201);
     }
     // Settle the first two through signed callbacks, so the list mixes closed and open trades.
-    for (const char* id : {"0000000000000001", "0000000000000002"}) {
-        const std::string cb = fmt::format(
-            R"({{"order_id":"{}","exec_id":"E{}","status":"FILLED","quantity":1,"fill_price":"100",)"
-            R"("executed_at":"2027-01-15T08:00:00Z"}})", id, id);
-        REQUIRE(f.call("POST", "/v1/exchange/callbacks", "", cb,
-                       exchange::sign_callback("exchange-secret", now_ms / 1000, cb)).status == 200);
-    }
+    for (const int id : {1, 2}) REQUIRE(f.fill(id) == 200);
     const auto page1 = f.call("GET", "/v1/trades?limit=3", alice);
     REQUIRE(page1.status == 200);
     CHECK(page1.body.find("\"next_after\":\"0000000000000003\"") != std::string::npos);
@@ -479,15 +484,7 @@ TEST_CASE("a symbol filter reads a bounded run of closed trades per page and pag
                        fmt::format(R"({{"symbol":"{}","side":"SELL","quantity":1}})", ticker))
                     .status == 201);
     }
-    for (const int id : {1, 2, 3}) {
-        const std::string cb =
-            fmt::format(R"({{"order_id":"{:016x}","exec_id":"E{}","status":"FILLED","quantity":1,)"
-                        R"("fill_price":"100","executed_at":"2027-01-15T08:00:00Z"}})",
-                        id, id);
-        REQUIRE(f.call("POST", "/v1/exchange/callbacks", "", cb,
-                       exchange::sign_callback("exchange-secret", now_ms / 1000, cb))
-                    .status == 200);
-    }
+    for (const int id : {1, 2, 3}) REQUIRE(f.fill(id) == 200);
     for (const int id : {5, 6, 7, 8}) {
         REQUIRE(f.call("DELETE", fmt::format("/v1/trades/{:016x}", id), alice).status == 200);
     }
@@ -541,14 +538,7 @@ TEST_CASE("a symbol filter reads a bounded run of closed trades per page and pag
 
     // Trade 4 fills after the engine listed it open and before the store is read: below where
     // the first page's read stops, so that page leaves it out, and the second lists it filled.
-    f.svc.before_closed_trades = [&] {
-        const std::string cb =
-            R"({"order_id":"0000000000000004","exec_id":"E4","status":"FILLED","quantity":1,)"
-            R"("fill_price":"100","executed_at":"2027-01-15T08:00:00Z"})";
-        REQUIRE(f.call("POST", "/v1/exchange/callbacks", "", cb,
-                       exchange::sign_callback("exchange-secret", now_ms / 1000, cb))
-                    .status == 200);
-    };
+    f.svc.before_closed_trades = [&] { REQUIRE(f.fill(4) == 200); };
     const auto q1 = get("/v1/trades?symbol=MSFT");
     CHECK_FALSE(static_cast<bool>(f.svc.before_closed_trades));
     CHECK(ids_of(q1) == ids{"0000000000000009", "0000000000000008"});
@@ -572,14 +562,7 @@ TEST_CASE("a trade that closes while the list is read is listed once, closed") {
                 .status == 201);
     }
     // The engine answers with trades 1-3 open; trade 1 fills before the store is read.
-    f.svc.before_closed_trades = [&] {
-        const std::string cb =
-            R"({"order_id":"0000000000000001","exec_id":"E1","status":"FILLED","quantity":1,)"
-            R"("fill_price":"100","executed_at":"2027-01-15T08:00:00Z"})";
-        REQUIRE(f.call("POST", "/v1/exchange/callbacks", "", cb,
-                       exchange::sign_callback("exchange-secret", now_ms / 1000, cb))
-                    .status == 200);
-    };
+    f.svc.before_closed_trades = [&] { REQUIRE(f.fill(1) == 200); };
     const auto page = f.call("GET", "/v1/trades", alice);
     REQUIRE(page.status == 200);
     CHECK_FALSE(static_cast<bool>(f.svc.before_closed_trades));  // the fill did land in between
