@@ -609,6 +609,13 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
             spdlog::info("accepting again after {} failed accepts", accept_failures_);
             accept_failures_ = 0;
         }
+        // Every answer and stream update is written whole, the moment it is ready: Nagle's
+        // algorithm would hold a small write while an earlier one is unacknowledged, and a
+        // client that delays its ACKs (macOS, Windows, or Linux once it has sent data on the
+        // connection) would then see a stream update arrive up to a delayed-ACK timeout late
+        // (40 ms on Linux, up to 200 ms elsewhere).
+        beast::error_code nodelay_failed;
+        socket.set_option(tcp::no_delay(true), nodelay_failed);
         if (open_->load() >= config_.connections_max) {
             // Over the connection bound: refuse at once rather than queue without limit.
             if (refusing_->fetch_add(1) < overflow_refusal::refusals_max) {

@@ -2082,6 +2082,45 @@ class ApiTest(BrokerTestCase):
         waits.sort()
         self.assertLess(waits[2], 0.15, "seconds from the 201 to its two updates: %r" % waits)
 
+    @dump_logs_on_failure
+    def test_a_client_that_delays_its_acks_still_gets_each_update_at_once(self):
+        # macOS and Windows acknowledge every other segment or after a delay (up to 200 ms);
+        # Linux does once it is in "pingpong" mode, which TCP_QUICKACK=0 puts it in (until its
+        # delayed-ACK timer next fires, hence the setting again before every read). With
+        # Nagle's algorithm on the server's socket, the second of two trades placed back to
+        # back would have its updates held until the first trade's were acknowledged: 40 ms
+        # late here (the Linux delayed-ACK timer), every time. Fills are a second away, so
+        # only placements are on the stream.
+        cid = "ws-delayed-acks"
+        b, ws = self.streaming_customer(cid, "100000.0000", sim_latency_ms=1000)
+        sock = ws.sock
+
+        def delay_acks():
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+
+        waits = []
+        for _ in range(5):
+            delay_acks()
+            first = self.placed(b, cid, "AAPL", "BUY", 1)
+            second = self.placed(b, cid, "AAPL", "BUY", 1)
+            answered = time.monotonic()
+            seen = None
+            for _ in range(20):  # two updates each, and fills from earlier rounds
+                delay_acks()
+                frames = ws_read(ws, 1, timeout=5)
+                self.assertEqual(len(frames), 1, "no update within 5 s")
+                t = frames[0]["trade"]
+                if (t["trade_id"], t["status"]) == (second["trade_id"], "PLACED"):
+                    seen = time.monotonic()
+                    break
+            self.assertIsNotNone(seen, "no PLACED update for %s" % second["trade_id"])
+            waits.append(seen - answered)
+            self.assertNotEqual(first["trade_id"], second["trade_id"])
+            time.sleep(0.1)  # everything acknowledged before the next pair
+        waits.sort()
+        # Immediate writes arrive within a millisecond or so; held ones 40 ms late.
+        self.assertLess(waits[2], 0.02, "seconds from the second 201 to its update: %r" % waits)
+
     # ============================================================================================
     # 9. Slow consumer
     # ============================================================================================
