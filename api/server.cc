@@ -267,6 +267,15 @@ private:
     }
 
     void read_request() {
+        // Empty lines before a request line are ignored (RFC 9112 2.2): some clients send a
+        // CRLF after a POST body, and Beast's parser would take it for a malformed request line.
+        if (!parser_->got_some()) {
+            const auto* at = static_cast<const char*>(buffer_.data().data());
+            std::size_t blank = 0;
+            while (blank < buffer_.size() && (at[blank] == '\r' || at[blank] == '\n')) ++blank;
+            buffer_.consume(blank);
+            if (buffer_.size() == 0) return do_read();  // the request is yet to come: idle
+        }
         // A request that is already whole in the buffer (the usual case: one read brings it) is
         // parsed here with Beast's parser, without a round through the io_context; the rest of
         // one that is not arrives by the asynchronous read, under the request timeout.
@@ -311,7 +320,8 @@ private:
         // bytes leave before this returns, so ahead of the final answer, which needs the body.
         net::async_write(stream_, net::buffer(interim.data(), interim.size()),
                          [self = shared_from_this()](beast::error_code e, std::size_t) {
-                             if (e) self->close();
+                             // The body's read is still pending; it fails in turn and closes.
+                             if (e) self->shut_down_send();
                          });
     }
 
@@ -334,6 +344,11 @@ private:
         }
         request_ = parser_->release();
         keep_alive_ = request_.keep_alive();
+        // Transfer-Encoding is not HTTP/1.0's: such a message's framing is not to be trusted,
+        // so the connection closes after its answer (RFC 9112 6.1).
+        if (request_.version() < 11 && request_.count(http::field::transfer_encoding) > 0) {
+            keep_alive_ = false;
+        }
         head_ = request_.method() == http::verb::head;
         stream_.expires_never();  // the engine answers; a slow engine is not the client's fault
         if (const auto name = repeated_header(request_)) {
@@ -478,7 +493,29 @@ private:
                   beast::bind_front_handler(&session::do_read, shared_from_this()));
     }
 
+    // Ends the connection: our side first, then whatever the client still sends is read and
+    // dropped until it closes its side too, for at most linger_s. Closing a socket with unread
+    // bytes makes the kernel reset the connection, and a reset can destroy the answer before
+    // the client has read it: a client still writing a body too large to take would see a
+    // broken pipe instead of the 413 (RFC 9112 9.6). Called with no read in progress.
     void close() {
+        shut_down_send();
+        if (!stream_.socket().is_open()) return;  // timed out: the stream closed it
+        stream_.expires_after(std::chrono::seconds(linger_s));
+        linger();
+    }
+
+    void linger() {
+        buffer_.clear();
+        stream_.async_read_some(buffer_.prepare(linger_read_bytes),
+                                [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                    // The client's close, a reset, or linger_s passed (the
+                                    // stream then closes the socket): the session ends.
+                                    if (!ec) self->linger();
+                                });
+    }
+
+    void shut_down_send() {
         beast::error_code ignored;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     }
@@ -488,6 +525,9 @@ private:
     // first read stretches the limit by up to its own size. 1 KiB holds a typical request whole
     // and keeps the bound within 1 KiB of header_limit_bytes (Beast's own first read is 512).
     static constexpr std::size_t first_read_bytes = 1024;
+    // How long a closing connection waits for the client to close too, and the reads meanwhile.
+    static constexpr int linger_s = 2;
+    static constexpr std::size_t linger_read_bytes = 16 * 1024;
 
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;

@@ -1484,6 +1484,91 @@ class ApiTest(BrokerTestCase):
         self.assertEqual([m.strip() for m in headers["allow"].split(",")], ["GET", "HEAD"])
 
     @dump_logs_on_failure
+    def test_a_client_that_writes_its_whole_oversized_body_still_reads_the_413(self):
+        # Most HTTP libraries write the whole body before they read an answer. The server
+        # answers 413 early and closes; were it to close with the rest of the body unread, the
+        # kernel would reset the connection and the client would see a broken pipe, not the
+        # answer.
+        b = self.start_broker()
+        cid = "big-body"
+        self.open_customer(b, cid, "1000.0000")
+        for size in (200 * 1024, 2 * 1024 * 1024):
+            conn = http.client.HTTPConnection(HOST, b.port, timeout=10)
+            try:
+                conn.request("POST", "/v1/trades", body=b" " * size,
+                             headers={"Authorization": "Bearer " + b.token(cid),
+                                      "Content-Type": "application/json"})
+                resp = conn.getresponse()
+                body = _parse_body(resp.read())
+            finally:
+                conn.close()
+            self.assertEqual(resp.status, 413, body)
+            self.assertEqual(body.get("code"), "body_too_large", body)
+            self.assertEqual(resp.getheader("Connection"), "close")
+        # Nothing was placed, and the node still answers.
+        st, acct = b.request("GET", "/v1/account", token=b.token(cid))
+        self.assertEqual((st, acct["cash"]), (200, "1000.0000"), acct)
+
+    @dump_logs_on_failure
+    def test_empty_lines_before_a_request_are_ignored(self):
+        # RFC 9112 2.2: a server ignores at least one empty line before a request line; some
+        # clients send a CRLF after a POST body. Both answers come, and the connection stays.
+        b = self.start_broker()
+        s = socket.create_connection((HOST, b.port), timeout=10)
+        self.addCleanup(s.close)
+        get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        f = s.makefile("rb")
+
+        def answer():
+            status = f.readline()
+            self.assertTrue(status.startswith(b"HTTP/1.1 "), status)
+            length = None
+            while True:
+                line = f.readline()
+                self.assertTrue(line, "connection closed inside a response header")
+                if line == b"\r\n":
+                    break
+                name, _, value = line.decode().partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            return int(status.split()[1]), _parse_body(f.read(length))
+
+        s.sendall(get + b"\r\n" + get)  # one stray CRLF between two pipelined requests
+        self.assertEqual(answer(), (200, {"status": "ok"}))
+        self.assertEqual(answer(), (200, {"status": "ok"}))
+        s.sendall(b"\r\n\r\n")  # on their own, between requests
+        time.sleep(0.2)
+        s.sendall(get)
+        self.assertEqual(answer(), (200, {"status": "ok"}))
+
+    @dump_logs_on_failure
+    def test_an_http_1_0_request_with_transfer_encoding_closes_the_connection_after_it(self):
+        # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means its framing cannot be
+        # trusted. The message is answered, then the connection closes, even with keep-alive.
+        b = self.start_broker()
+        cid = "te-1-0"
+        self.open_customer(b, cid, "1000.0000")
+        body = json.dumps({"symbol": "AAPL", "side": "BUY", "quantity": 1}).encode()
+        s = socket.create_connection((HOST, b.port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"POST /v1/trades HTTP/1.0\r\nConnection: keep-alive\r\n"
+                  b"Authorization: Bearer " + b.token(cid).encode() + b"\r\n"
+                  b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+                  b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        received = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        else:
+            self.fail("the connection stayed open: %r" % received)
+        self.assertEqual(received.count(b"HTTP/1.1 "), 1, received)
+        self.assertTrue(received.startswith(b"HTTP/1.1 201 "), received)
+
+    @dump_logs_on_failure
     def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(self):
         b = self.start_broker(["--sim-latency-ms", "60000"])  # the first trade stays open
         cid = "expect-1"
