@@ -870,7 +870,9 @@ void router::handle_exchange_callback(std::string_view signature, std::string_vi
     if (!verified) {
         counters_.callbacks_refused.fetch_add(1, std::memory_order_relaxed);
         spdlog::warn("exchange callback refused: {}", exchange::to_string(verified.error()));
-        return respond(error(401, "invalid_signature", exchange::to_string(verified.error())));
+        auto refused = error(401, "invalid_signature", exchange::to_string(verified.error()));
+        refused.challenge = R"(Exchange-Signature header="X-Exchange-Signature")";
+        return respond(std::move(refused));
     }
     auto obj = parse_object(body);
     if (!obj) return respond(error(400, obj.error().code, obj.error().message));

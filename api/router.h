@@ -37,6 +37,8 @@ struct http_response {
     std::string allow;             // the Allow header, for 405 answers
     std::int64_t retry_after_s = 0;  // the Retry-After header when > 0 (429, 503)
     std::string_view content_type = "application/json";
+    // The challenge of a 401's WWW-Authenticate header (RFC 9110 11.6.1): what the route takes.
+    std::string_view challenge = "Bearer";
 };
 
 using responder = std::function<void(http_response)>;

@@ -446,7 +446,10 @@ private:
                       beast::string_view(r.content_type.data(), r.content_type.size()));
         response_.set(http::field::cache_control, "no-store");
         if (!r.allow.empty()) response_.set(http::field::allow, r.allow);
-        if (r.status == 401) response_.set(http::field::www_authenticate, "Bearer");
+        if (r.status == 401) {
+            response_.set(http::field::www_authenticate,
+                          beast::string_view(r.challenge.data(), r.challenge.size()));
+        }
         if (r.status == 426) {
             // The protocol to upgrade to, and the WebSocket version spoken (RFC 9110 15.5.22,
             // RFC 6455 4.4).

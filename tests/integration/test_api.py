@@ -821,6 +821,10 @@ class ApiTest(BrokerTestCase):
                     problem = "body is not {\"code\",\"message\"}"
                 elif codes is not None and body["code"] not in codes:
                     problem = "code %r, expected one of %s" % (body["code"], sorted(codes))
+                elif st == 401 and headers.get("www-authenticate", "").split(" ")[0] != (
+                        "Exchange-Signature" if "exchange" in name else "Bearer"):
+                    # RFC 9110 11.6.1: a 401 names the scheme the route takes.
+                    problem = "WWW-Authenticate %r" % headers.get("www-authenticate")
                 elif allow is not None:
                     listed = {m.strip().upper() for m in headers.get("allow", "").split(",")}
                     missing = [m for m in allow if m not in listed]
