@@ -196,13 +196,21 @@ private:
         std::optional<beast::tcp_stream> conn;
         net::steady_timer timer(io_);
         while (!stopped_) {
-            const auto blocked = breaker_wait();
-            if (queue_.empty() || blocked) {
-                timer.expires_after(blocked ? *blocked : std::chrono::seconds(1));
-                if (!blocked) idle_.push_back(&timer);
-                boost::system::error_code ec;
+            boost::system::error_code ec;
+            if (queue_.empty()) {
+                // Idle until a job comes (wake_one cancels the wait) or a second passes.
+                timer.expires_after(std::chrono::seconds(1));
+                idle_.push_back(&timer);
                 co_await timer.async_wait(net::redirect_error(use_awaitable, ec));
                 std::erase(idle_, &timer);
+                continue;
+            }
+            // The breaker is asked only with a job in hand: when half-open, its yes is the one
+            // probe, which this worker must then send (record() ends the probe). Taken by an
+            // idle worker, the probe would never end, and the breaker never close again.
+            if (const auto blocked = breaker_wait()) {
+                timer.expires_after(*blocked);
+                co_await timer.async_wait(net::redirect_error(use_awaitable, ec));
                 continue;
             }
             job j = std::move(queue_.front());

@@ -704,6 +704,49 @@ class OutageAndCrashTest(FaultTestCase):
         self.run_outage("refuse", seed=22)
 
     @dump_logs_on_failure
+    def test_a_lone_trade_sent_into_a_short_outage_settles_after_it(self):
+        # One trade meets the down exchange and nothing else is going on: its failed sends open
+        # the breaker, and the gateway's connections idle with an empty queue while the trade
+        # waits out its backoff. Once the exchange is back, the trade must be sent and settled,
+        # and so must a trade placed after it.
+        name = "lone-outage"
+        outage_s = 5
+        sim, b = self.start_pair({"--outage": "2:%d" % outage_s, "--outage-mode": "refuse"},
+                                 name=name)
+        cid = self.open_customers(b, name, 1)[0]
+        deadline = time.monotonic() + 10
+        while True:  # bounded: wait for the outage to begin
+            try:
+                harness.http_request(sim.port, "GET", "/healthz",
+                                     generation=("probe", time.time()), timeout=1.0)
+            except harness.HttpError:
+                break
+            self.assertLess(time.monotonic(), deadline, "the outage did not begin")
+            time.sleep(0.1)
+        harness.close_thread_connections()
+        st, first = self.place(b, cid, "AAPL", "BUY", 1)
+        self.assertEqual(st, 201, first)
+        outage_end = sim.started_monotonic + 2 + outage_s
+        time.sleep(max(0.0, outage_end - time.monotonic()) + 1.0)
+        st, second = self.place(b, cid, "MSFT", "BUY", 1)
+        self.assertEqual(st, 201, second)
+        # The breaker's cool-down, the backoff (at most 5 s) and watchdog rounds, with slack.
+        for trade in (first, second):
+            t = self.wait_terminal_trade(b, cid, trade["trade_id"], timeout=25)
+            self.assertEqual(t["status"], "FILLED", t)
+
+    def wait_terminal_trade(self, b, cid, trade_id, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            st, t = b.request("GET", "/v1/trades/" + trade_id, token=b.token(cid))
+            self.assertEqual(st, 200, t)
+            if t["status"] in TERMINAL:
+                return t
+            self.assertLess(time.monotonic(), deadline,
+                            "trade %s still %s after %d s" % (trade_id, t["status"], timeout))
+            time.sleep(0.2)
+
+    @dump_logs_on_failure
     def test_exchange_kill9_and_restart_mid_load(self):
         name = "exchange-kill9"
         # Executions 0-300 ms after acceptance: at the kill, some orders are accepted but not
