@@ -63,6 +63,7 @@
 #include "api/json.h"
 #include "api/jwt.h"
 #include "bench/histogram.h"
+#include "tools/cli_checks.h"
 
 namespace broker::bench {
 namespace {
@@ -781,13 +782,13 @@ options parse(int argc, char** argv) {
         ->check(CLI::Range(std::size_t{1}, std::size_t{10'000'000}))
         ->capture_default_str();
     app.add_option("--duration-s", o.duration_s, "load duration, seconds (0: setup only)")
-        ->check(CLI::Range(0.0, 86'400.0))
+        ->check(broker::cli::finite_range(0.0, 86'400.0))
         ->capture_default_str();
     app.add_option("--warmup-s", o.warmup_s, "seconds at the start not counted in the results")
-        ->check(CLI::Range(0.0, 3'600.0))
+        ->check(broker::cli::finite_range(0.0, 3'600.0))
         ->capture_default_str();
     app.add_option("--rate", o.rate, "requests/s over all connections; 0 = closed loop")
-        ->check(CLI::Range(0.0, 1e8))
+        ->check(broker::cli::finite_range(0.0, 1e8))
         ->capture_default_str();
     app.add_option("--threads", o.threads, "io threads")
         ->check(CLI::Range(1, 64))
@@ -814,7 +815,7 @@ options parse(int argc, char** argv) {
     app.add_option("--drain-s", o.drain_s,
                    "after the load, wait at most this long for answers "
                    "and fills")
-        ->check(CLI::Range(0.0, 600.0))
+        ->check(broker::cli::finite_range(0.0, 600.0))
         ->capture_default_str();
     app.add_option("--rss-pid", o.rss_pid, "sample this process's RSS during the load");
     app.add_option("--server-pid", o.server_pids,

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "bench/histogram.h"
+#include "tools/cli_checks.h"
 
 namespace {
 
@@ -114,7 +115,7 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 1024))
         ->capture_default_str();
     app.add_option("--duration-s", duration_s, "seconds to write")
-        ->check(CLI::Range(0.1, 3600.0))
+        ->check(broker::cli::finite_range(0.1, 3600.0))
         ->capture_default_str();
     app.add_option("--max-batches", max_batches, "stop after this many batches")
         ->capture_default_str();

@@ -6,12 +6,16 @@
 // outside is reported with an error value, never with an assertion.
 #pragma once
 
+#include <errno.h>  // program_invocation_short_name (glibc)
+
 #include <cstdio>
 #include <cstdlib>
 
 namespace broker::detail {
 [[noreturn]] inline void assert_failed(const char* expr, const char* file, int line) {
-    std::fprintf(stderr, "brokerd: assertion failed: %s at %s:%d\n", expr, file, line);
+    // Named after the binary that failed: the engine's code runs in more than brokerd.
+    std::fprintf(stderr, "%s: assertion failed: %s at %s:%d\n", program_invocation_short_name, expr,
+                 file, line);
     std::fflush(stderr);
     std::abort();
 }

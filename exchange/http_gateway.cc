@@ -78,15 +78,17 @@ std::string order_json(const order& o, const std::string& callback_url) {
 
 class http_gateway final : public http_gateway_handle {
 public:
-    http_gateway(const http_gateway_config& config, execution_sink reports)
-        : config_(config), reports_(std::move(reports)),
-          endpoint_(net::ip::make_address(config.host), config.port) {
-        for (std::size_t i = 0; i < config_.connections; ++i) {
-            net::co_spawn(io_, worker(), net::detached);
-        }
-        net::co_spawn(io_, poll_quotes(), net::detached);
-        thread_ = std::thread([this] { io_.run(); });
-    }
+  http_gateway(const http_gateway_config& config, execution_sink reports)
+      : config_(config),
+        reports_(std::move(reports)),
+        endpoint_(net::ip::make_address(config.address.empty() ? config.host : config.address),
+                  config.port) {
+      for (std::size_t i = 0; i < config_.connections; ++i) {
+          net::co_spawn(io_, worker(), net::detached);
+      }
+      net::co_spawn(io_, poll_quotes(), net::detached);
+      thread_ = std::thread([this] { io_.run(); });
+  }
 
     ~http_gateway() override { stop(); }
 

@@ -23,7 +23,8 @@
 namespace broker::exchange {
 
 struct http_gateway_config {
-    std::string host = "127.0.0.1";
+    std::string host = "127.0.0.1";  // as named: the Host header
+    std::string address;             // the IP address to connect to; empty: host is one
     std::uint16_t port = 0;
     std::string callback_url;  // where the exchange sends execution reports
     std::size_t connections = 8;

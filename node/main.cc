@@ -33,6 +33,7 @@
 #include "node/engine_runner.h"
 #include "node/io_pool.h"
 #include "node/latency_slice.h"
+#include "tools/cli_checks.h"
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
@@ -46,6 +47,7 @@ struct options {
     bool demo = false;
     std::string jwt_secret;
     std::string exchange_secret;
+    std::string exchange_address;  // --exchange's host, resolved at start (networked only)
     int io_threads = 2;
     std::int64_t collar_bps = broker::limits::collar_bps_default;
     broker::exchange::simulator_config sim;
@@ -153,6 +155,7 @@ options parse(int argc, char** argv) {
     app.add_option("--snapshot-every-events", o.snapshot_every_events,
                    "snapshot the engine state every N journal events and on a clean stop, so a "
                    "restart replays at most N events; 0 never snapshots")
+        ->check(broker::cli::unsigned_64())
         ->capture_default_str();
     app.add_option("--round-interval-us", o.round_interval_us,
                    "start engine rounds (each one journal commit) at least this far apart, so "
@@ -161,9 +164,11 @@ options parse(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--rate-limit-per-s", o.rate_limit_per_s,
                    "requests per second per customer (token bucket); 0 disables")
-        ->check(CLI::Range(0.0, 1e9))->capture_default_str();
+        ->check(broker::cli::finite_range(0.0, 1e9))
+        ->capture_default_str();
     app.add_option("--rate-limit-burst", o.rate_limit_burst, "token bucket size per customer")
-        ->check(CLI::Range(1.0, 1e9))->capture_default_str();
+        ->check(broker::cli::finite_range(1.0, 1e9))
+        ->capture_default_str();
     app.add_option("--idle-timeout-s", o.server.idle_timeout_s,
                    "close keep-alive connections idle this long")
         ->check(CLI::Range(1, 3600))->capture_default_str();
@@ -172,11 +177,14 @@ options parse(int argc, char** argv) {
     app.add_option("--sim-latency-ms", o.sim.latency_ms, "simulated exchange: mean latency")
         ->check(CLI::Range(std::int64_t{0}, std::int64_t{60'000}))->capture_default_str();
     app.add_option("--sim-reject-rate", o.sim.reject_rate, "simulated exchange: reject share")
-        ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+        ->check(broker::cli::finite_range(0.0, 1.0))
+        ->capture_default_str();
     app.add_option("--sim-duplicate-rate", o.sim.duplicate_rate,
                    "simulated exchange: share of callbacks delivered twice")
-        ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+        ->check(broker::cli::finite_range(0.0, 1.0))
+        ->capture_default_str();
     app.add_option("--sim-seed", o.sim.seed, "simulated exchange: random seed")
+        ->check(broker::cli::unsigned_64())
         ->capture_default_str();
     try {
         app.parse(argc, argv);
@@ -196,9 +204,22 @@ options parse(int argc, char** argv) {
                         o.jwt_secret.size(), jwt_secret_min_bytes));
     }
     if (o.exchange != "sim") {
-        if (!broker::exchange::parse_http_origin(o.exchange)) {
+        const auto origin = broker::exchange::parse_http_origin(o.exchange);
+        if (!origin) {
             die(fmt::format("--exchange: '{}' is neither 'sim' nor http://HOST:PORT", o.exchange));
         }
+        // A host name is resolved once, here: one that does not resolve is one line and exit 2,
+        // not an exception at the first connection. (The Host header keeps the name.)
+        boost::system::error_code ec;
+        boost::asio::io_context resolving;
+        const auto found = boost::asio::ip::tcp::resolver(resolving).resolve(
+            origin->first, std::to_string(origin->second),
+            boost::asio::ip::resolver_base::numeric_service, ec);
+        if (ec || found.empty()) {
+            die(fmt::format("--exchange: cannot resolve '{}': {}", origin->first,
+                            ec ? ec.message() : "no address"));
+        }
+        o.exchange_address = found.begin()->endpoint().address().to_string();
         if (o.exchange_secret.empty()) {
             die("a networked exchange needs --exchange-secret (or BROKER_EXCHANGE_SECRET)");
         }
@@ -310,6 +331,7 @@ int main(int argc, char** argv) {
         const auto origin = broker::exchange::parse_http_origin(opt.exchange);
         broker::exchange::http_gateway_config gc;
         gc.host = origin->first;
+        gc.address = opt.exchange_address;
         gc.port = origin->second;
         gc.callback_url = opt.callback_url.empty()
                               ? fmt::format("http://{}:{}/v1/exchange/callbacks",

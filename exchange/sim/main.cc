@@ -18,6 +18,7 @@
 
 #include "exchange/signature.h"
 #include "exchange/sim/service.h"
+#include "tools/cli_checks.h"
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
@@ -82,7 +83,9 @@ sim::sim_config parse(int argc, char** argv) {
         ->required();
     app.add_option("--data-dir", c.data_dir, "order log directory (created when missing)")
         ->required();
-    app.add_option("--seed", c.seed, "random seed")->capture_default_str();
+    app.add_option("--seed", c.seed, "random seed")
+        ->check(broker::cli::unsigned_64())
+        ->capture_default_str();
     app.add_option("--latency-ms", c.venue.latency_ms, "mean order->execution latency")
         ->check(CLI::Range(std::int64_t{0}, sim::latency_ms_max))
         ->capture_default_str();
@@ -91,28 +94,28 @@ sim::sim_config parse(int argc, char** argv) {
         ->check(CLI::IsMember({"fixed", "uniform", "exponential"}))
         ->capture_default_str();
     app.add_option("--reject-rate", c.venue.reject_rate, "share of orders rejected")
-        ->check(CLI::Range(0.0, 1.0))
+        ->check(broker::cli::finite_range(0.0, 1.0))
         ->capture_default_str();
     app.add_option("--reject-reasons", reasons, "comma-separated reasons for those rejects")
         ->capture_default_str();
     app.add_option("--duplicate-rate", c.faults.duplicate_rate,
                    "share of callbacks delivered once more after acknowledgement")
-        ->check(CLI::Range(0.0, 1.0))
+        ->check(broker::cli::finite_range(0.0, 1.0))
         ->capture_default_str();
     app.add_option("--delay-rate", c.faults.delay_rate,
                    "share of callbacks held back --delay-ms before first delivery")
-        ->check(CLI::Range(0.0, 1.0))
+        ->check(broker::cli::finite_range(0.0, 1.0))
         ->capture_default_str();
     app.add_option("--delay-ms", c.faults.delay_ms, "hold-back of delayed callbacks")
         ->check(CLI::Range(std::int64_t{0}, std::int64_t{600'000}))
         ->capture_default_str();
     app.add_option("--reorder-rate", c.faults.reorder_rate,
                    "share of callbacks held until the next callback was delivered")
-        ->check(CLI::Range(0.0, 1.0))
+        ->check(broker::cli::finite_range(0.0, 1.0))
         ->capture_default_str();
     app.add_option("--drop-rate", c.faults.drop_rate,
                    "share of callback attempts silently dropped (retried with backoff)")
-        ->check(CLI::Range(0.0, 1.0))
+        ->check(broker::cli::finite_range(0.0, 1.0))
         ->capture_default_str();
     app.add_option(
         "--outage", outages,

@@ -430,6 +430,22 @@ class CoreTest(BrokerTestCase):
                              "--holidays", os.path.join(tmp, "missing.txt")]),
                 ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
                              "--sim-reject-rate", "2"]),
+                # NaN passes a plain range check (every comparison with it is false), and a
+                # plain unsigned read takes -1 as 2^64 - 1.
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
+                             "--sim-reject-rate", "nan"]),
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
+                             "--rate-limit-per-s", "nan"]),
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
+                             "--snapshot-every-events", "-1"]),
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
+                             "--snapshot-every-events", "99999999999999999999999"]),
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
+                             "--sim-seed", "-1"]),
+                # A host name that does not resolve (RFC 2606 keeps .invalid unresolvable).
+                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
+                             "--exchange", "http://exchange.invalid:9100",
+                             "--exchange-secret", secret]),
                 ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1",
                              "--jwt-secret", secret[:31]]),
                 ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
@@ -473,6 +489,10 @@ class CoreTest(BrokerTestCase):
                                capture_output=True, text=True, timeout=30)
             self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
             self.assertIn("unknown subcommand 'tokn' (known: token)", p.stderr)
+            self.assertIn("--exchange: cannot resolve 'exchange.invalid'", brokerd_stderr(
+                secret, "--exchange", "http://exchange.invalid:9100", "--exchange-secret", secret))
+            self.assertIn("--rate-limit-per-s: Value nan not in range", brokerd_stderr(
+                secret, "--rate-limit-per-s", "nan"))
             self.assertIn("holidays", brokerd_stderr(secret, "--holidays",
                                                      os.path.join(tmp, "missing.txt")))
             self.assertIn("--callback-url", brokerd_stderr(

@@ -456,6 +456,13 @@ class ExchangeSimTest(unittest.TestCase):
                 (["--listen", "nope", "--secret", SECRET, "--data-dir", "/tmp/x"], "--listen"),
                 (["--listen", "127.0.0.1:0", "--secret", SECRET, "--data-dir", "/tmp/x",
                   "--reject-rate", "1.5"], "--reject-rate"),
+                # NaN passes a plain range check, since every comparison with it is false.
+                (["--listen", "127.0.0.1:0", "--secret", SECRET, "--data-dir", "/tmp/x",
+                  "--reject-rate", "nan"], "--reject-rate"),
+                (["--listen", "127.0.0.1:0", "--secret", SECRET, "--data-dir", "/tmp/x",
+                  "--drop-rate", "nan"], "--drop-rate"),
+                (["--listen", "127.0.0.1:0", "--secret", SECRET, "--data-dir", "/tmp/x",
+                  "--seed", "-1"], "--seed"),
                 (["--listen", "127.0.0.1:0", "--secret", SECRET, "--data-dir", "/tmp/x",
                   "--outage", "soon"], "--outage"),
                 (["--listen", "127.0.0.1:0", "--secret", SECRET, "--data-dir", "/tmp/x",
