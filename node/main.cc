@@ -235,7 +235,15 @@ options parse(int argc, char** argv) {
     if (!o.callback_url.empty() && !callback_url_ok(o.callback_url)) {
         die(fmt::format("--callback-url: '{}' is not http://HOST:PORT/PATH", o.callback_url));
     }
+    // Flags that would be silently ignored are refused: whoever passed one expects it to count.
+    if (!o.callback_url.empty() && o.exchange == "sim") {
+        die("--callback-url is for a networked --exchange; the embedded one calls back in process");
+    }
     if (o.market_hours.empty()) o.market_hours = o.exchange == "sim" ? "always" : "nyse";
+    if (!o.holidays_file.empty() && o.market_hours != "nyse") {
+        die("--holidays only applies with --market-hours nyse (the default with a networked "
+            "--exchange)");
+    }
     if (o.exchange_secret.empty()) o.exchange_secret = random_secret();
     return o;
 }

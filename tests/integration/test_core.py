@@ -493,6 +493,15 @@ class CoreTest(BrokerTestCase):
                 secret, "--exchange", "http://exchange.invalid:9100", "--exchange-secret", secret))
             self.assertIn("--rate-limit-per-s: Value nan not in range", brokerd_stderr(
                 secret, "--rate-limit-per-s", "nan"))
+            # Flags that would be ignored are refused, not dropped without a word.
+            self.assertIn("--callback-url is for a networked --exchange", brokerd_stderr(
+                secret, "--callback-url", "http://127.0.0.1:1/v1/exchange/callbacks"))
+            holidays = os.path.join(tmp, "holidays.txt")
+            with open(holidays, "w") as f:
+                f.write("2031-07-03 early_close\n")
+            self.assertIn("--holidays only applies with --market-hours nyse", brokerd_stderr(
+                secret, "--market-hours", "always", "--holidays", holidays))
+            self.assertFalse(os.path.exists(data), "a refused start created its data dir")
             self.assertIn("holidays", brokerd_stderr(secret, "--holidays",
                                                      os.path.join(tmp, "missing.txt")))
             self.assertIn("--callback-url", brokerd_stderr(
