@@ -117,6 +117,25 @@ def raw_request(port, data, more=(), timeout=5.0):
         s.close()
 
 
+def read_answer(f):
+    """Reads one HTTP/1.1 answer with a Content-Length body from a socket's file: (status,
+    body bytes)."""
+    status = f.readline()
+    if not status.startswith(b"HTTP/1.1 "):
+        raise AssertionError("not a status line: %r" % status)
+    length = None
+    while True:
+        line = f.readline()
+        if not line:
+            raise AssertionError("connection closed inside a response header")
+        if line == b"\r\n":
+            break
+        name, _, value = line.decode().partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return int(status.split()[1]), f.read(length)
+
+
 def jwt_claims(token):
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -1524,18 +1543,8 @@ class ApiTest(BrokerTestCase):
         f = s.makefile("rb")
 
         def answer():
-            status = f.readline()
-            self.assertTrue(status.startswith(b"HTTP/1.1 "), status)
-            length = None
-            while True:
-                line = f.readline()
-                self.assertTrue(line, "connection closed inside a response header")
-                if line == b"\r\n":
-                    break
-                name, _, value = line.decode().partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            return int(status.split()[1]), _parse_body(f.read(length))
+            st, raw = read_answer(f)
+            return st, _parse_body(raw)
 
         s.sendall(get + b"\r\n" + get)  # one stray CRLF between two pipelined requests
         self.assertEqual(answer(), (200, {"status": "ok"}))
@@ -1595,18 +1604,9 @@ class ApiTest(BrokerTestCase):
             self.assertEqual(f.readline(), b"HTTP/1.1 100 Continue\r\n")
             self.assertEqual(f.readline(), b"\r\n")
             s.sendall(body)
-            status = f.readline()
-            self.assertTrue(status.startswith(b"HTTP/1.1 201 "), status)
-            length = None
-            while True:
-                line = f.readline()
-                self.assertTrue(line, "connection closed inside a response header")
-                if line == b"\r\n":
-                    break
-                name, _, value = line.decode().partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            self.assertEqual(json.loads(f.read(length))["status"], expected)
+            st, raw = read_answer(f)
+            self.assertEqual(st, 201, raw)
+            self.assertEqual(json.loads(raw)["status"], expected)
         # A body sent together with its header needs no interim answer, and gets none.
         s.sendall(head + body)
         line = f.readline()

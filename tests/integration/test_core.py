@@ -424,33 +424,27 @@ class CoreTest(BrokerTestCase):
         with tempfile.TemporaryDirectory(prefix="broker-args-") as tmp:
             data = os.path.join(tmp, "data")
             secret = "s" * 32
+            base = ["--data-dir", data, "--listen", "127.0.0.1:1"]
+
+            def brokerd(*more):  # with a valid JWT secret, so that `more` is what is refused
+                return ("brokerd", base + ["--jwt-secret", secret] + list(more))
+
             cases = [
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--no-such-flag"]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
-                             "--holidays", os.path.join(tmp, "missing.txt")]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
-                             "--sim-reject-rate", "2"]),
+                ("brokerd", base + ["--no-such-flag"]),
+                brokerd("--holidays", os.path.join(tmp, "missing.txt")),
+                brokerd("--sim-reject-rate", "2"),
                 # NaN passes a plain range check (every comparison with it is false), and a
                 # plain unsigned read takes -1 as 2^64 - 1.
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
-                             "--sim-reject-rate", "nan"]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
-                             "--rate-limit-per-s", "nan"]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
-                             "--snapshot-every-events", "-1"]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
-                             "--snapshot-every-events", "99999999999999999999999"]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
-                             "--sim-seed", "-1"]),
+                brokerd("--sim-reject-rate", "nan"),
+                brokerd("--rate-limit-per-s", "nan"),
+                brokerd("--snapshot-every-events", "-1"),
+                brokerd("--snapshot-every-events", "99999999999999999999999"),
+                brokerd("--sim-seed", "-1"),
                 # A host name that does not resolve (RFC 2606 keeps .invalid unresolvable).
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
-                             "--exchange", "http://exchange.invalid:9100",
-                             "--exchange-secret", secret]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1",
-                             "--jwt-secret", secret[:31]]),
-                ("brokerd", ["--data-dir", data, "--listen", "127.0.0.1:1", "--jwt-secret", secret,
-                             "--exchange", "http://127.0.0.1:1", "--exchange-secret", secret,
-                             "--callback-url", "notaurl"]),
+                brokerd("--exchange", "http://exchange.invalid:9100", "--exchange-secret", secret),
+                ("brokerd", base + ["--jwt-secret", secret[:31]]),
+                brokerd("--exchange", "http://127.0.0.1:1", "--exchange-secret", secret,
+                        "--callback-url", "notaurl"),
                 ("broker-replay", ["--no-such-flag"]),
                 ("broker-replay", ["--data-dir", data, "--until", "abc"]),
                 ("broker-replay", ["--data-dir", tmp, "--until", "-1"]),
