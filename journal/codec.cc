@@ -578,4 +578,107 @@ result<std::vector<trade>, corruption> decode_updates(std::string_view bytes) {
     return out;
 }
 
+namespace {
+
+// Takes `n` header bytes and the crc32 after them from `r`: empty when they match, else why not.
+std::string take_checked(reader& r, std::size_t n, std::string_view what,
+                         std::string_view& header) {
+    header = r.take(n, what);
+    const std::uint32_t stored = r.u32();
+    if (r.failed()) return r.error();
+    if (stored != crc32_of(header)) return fmt::format("{} checksum mismatch", what);
+    return {};
+}
+
+}  // namespace
+
+void encode_update_run(std::uint64_t open_from, std::uint64_t next_trade,
+                       const std::vector<std::string_view>& trade_records, std::string& out) {
+    BROKER_ASSERT(!trade_records.empty());
+    const std::size_t start = out.size();
+    writer w(out);
+    w.u8(update_run_version);
+    w.u64(open_from);
+    w.u64(next_trade);
+    w.u32(static_cast<std::uint32_t>(trade_records.size()));
+    w.u32(crc32_of(std::string_view(out).substr(start)));
+    for (const std::string_view record : trade_records) {
+        BROKER_ASSERT(!record.empty() &&
+                      static_cast<std::uint8_t>(record.front()) == trade_record_version);
+        w.u32(static_cast<std::uint32_t>(record.size()));
+        w.raw(record);
+    }
+}
+
+result<update_run, corruption> decode_update_run(std::string_view bytes) {
+    update_run out;
+    if (bytes.empty() || static_cast<std::uint8_t>(bytes.front()) != update_run_version) {
+        auto trades = decode_updates(bytes);
+        if (!trades) return unexpected{std::move(trades.error())};
+        out.trades = std::move(*trades);
+        return out;
+    }
+    auto error = [](std::string_view what) {
+        return unexpected{corruption{0, fmt::format("update run: {}", what)}};
+    };
+    reader r(bytes);
+    std::string_view header;
+    if (auto bad = take_checked(r, 1 + 8 + 8 + 4, "header", header); !bad.empty()) {
+        return error(bad);
+    }
+    reader h(header.substr(1));
+    out.bounded = true;
+    out.open_from = h.u64();
+    out.next_trade = h.u64();
+    const std::uint32_t count = h.u32();
+    // Every record takes at least a length and a version byte.
+    if (count < 1 || count > r.remaining() / 5) return error(fmt::format("bad count {}", count));
+    out.trades.reserve(count);
+    for (std::uint32_t i = 0; i < count; ++i) {
+        const std::uint32_t length = r.u32();
+        const std::string_view record = r.take(length, "trade record");
+        if (r.failed()) return error(r.error());
+        auto t = decode_trade(record);
+        if (!t) return error(fmt::format("change {} of {}: {}", i + 1, count, t.error().what));
+        out.trades.push_back(std::move(*t));
+    }
+    if (r.remaining() != 0) return error(fmt::format("{} trailing bytes", r.remaining()));
+    return out;
+}
+
+void encode_closed_trade(std::uint64_t update_sequence, std::string_view trade_record,
+                         std::string& out) {
+    BROKER_ASSERT(!trade_record.empty() &&
+                  static_cast<std::uint8_t>(trade_record.front()) == trade_record_version);
+    const std::size_t start = out.size();
+    writer w(out);
+    w.u8(closed_trade_version);
+    w.u64(update_sequence);
+    w.u32(crc32_of(std::string_view(out).substr(start)));
+    w.raw(trade_record);
+}
+
+result<closed_trade, corruption> decode_closed_trade(std::string_view bytes) {
+    closed_trade out;
+    if (bytes.empty() || static_cast<std::uint8_t>(bytes.front()) != closed_trade_version) {
+        auto t = decode_trade(bytes);
+        if (!t) return unexpected{std::move(t.error())};
+        out.t = std::move(*t);
+        return out;
+    }
+    reader r(bytes);
+    std::string_view header;
+    if (auto bad = take_checked(r, 1 + 8, "closed trade header", header); !bad.empty()) {
+        return unexpected{corruption{0, fmt::format("trade record: {}", bad)}};
+    }
+    out.update_sequence = reader(header.substr(1)).u64();
+    if (out.update_sequence == 0) {
+        return unexpected{corruption{0, "trade record: closed by update sequence 0"}};
+    }
+    auto t = decode_trade(bytes.substr(header.size() + 4));
+    if (!t) return unexpected{std::move(t.error())};
+    out.t = std::move(*t);
+    return out;
+}
+
 }  // namespace broker::journal

@@ -89,4 +89,36 @@ inline constexpr std::uint8_t update_group_version = 2;
 void encode_update_group(const std::vector<std::string_view>& trade_records, std::string& out);
 [[nodiscard]] result<std::vector<trade>, corruption> decode_updates(std::string_view bytes);
 
+// The "updates" value written now: a run of one customer's consecutive changes, none of them
+// the close of an open trade (those are in "closed_by_customer" alone, store.h), with bounds on
+// the customer's trades that are open when the run ends:
+//   update_run := version:u8 (= 4) open_from:u64 next_trade:u64 count:u32 (>= 1)
+//                 crc32:u32 (of the bytes before it) { length:u32 trade_record }*count
+// Every trade of the customer open at the run's end has an id in [open_from, next_trade).
+inline constexpr std::uint8_t update_run_version = 4;
+struct update_run {
+    std::vector<trade> trades;
+    bool bounded = false;  // false: a value of an older layout, which carries no bounds
+    std::uint64_t open_from = 0;
+    std::uint64_t next_trade = 0;
+};
+void encode_update_run(std::uint64_t open_from, std::uint64_t next_trade,
+                       const std::vector<std::string_view>& trade_records, std::string& out);
+// Any "updates" value: an update_run, an update_group or a trade record alone.
+[[nodiscard]] result<update_run, corruption> decode_update_run(std::string_view bytes);
+
+// The "closed_by_customer" value written now: the trade and the update sequence of the change
+// that closed it.
+//   closed_trade := version:u8 (= 5) update_sequence:u64 crc32:u32 (of the bytes before it)
+//                   trade_record
+// Older stores hold the trade record alone (the closing change is then in "updates" too).
+inline constexpr std::uint8_t closed_trade_version = 5;
+struct closed_trade {
+    trade t;
+    std::uint64_t update_sequence = 0;  // 0: an older value, without it
+};
+void encode_closed_trade(std::uint64_t update_sequence, std::string_view trade_record,
+                         std::string& out);
+[[nodiscard]] result<closed_trade, corruption> decode_closed_trade(std::string_view bytes);
+
 }  // namespace broker::journal

@@ -575,47 +575,65 @@ result<ok_t, store_error> store::append(const write_set& w) {
     std::string runs;               // the trade records of one run, back to back
     std::vector<std::size_t> ends;  // where each record of the run ends in `runs`
     std::vector<std::string_view> run;
+    std::string closed;
+    // The terminal trade under its id, naming the change that closed it.
+    auto put_closed = [&](const trade_change& c, std::string_view trade_record) {
+        closed.clear();
+        encode_closed_trade(c.update_sequence, trade_record, closed);
+        return batch.Put(impl_->cf(cf_closed_by_customer),
+                         customer_key(c.snapshot.customer_id, be_key(c.snapshot.id.value)), closed);
+    };
+    // The close of an open trade goes to "closed_by_customer" alone (store.h).
+    auto closes_open_trade = [](const indexed_change& ic) {
+        return is_terminal(ic.change.snapshot.status) && !ic.created;
+    };
     for (std::size_t i = 0; i < w.changes.size();) {
+        if (closes_open_trade(w.changes[i])) {
+            runs.clear();
+            encode_trade(w.changes[i].change.snapshot, runs);
+            const auto s = put_closed(w.changes[i].change, runs);
+            if (!s.ok()) return failed(s, "batching a closed trade");
+            ++i;
+            continue;
+        }
         // A run of one customer's changes (a placement and its submission, say) is one key of
         // "updates": every key costs the memtable insert and the flush more than its bytes do.
         const std::string& customer = w.changes[i].change.snapshot.customer_id;
         const std::uint64_t first = w.changes[i].change.update_sequence;
+        const indexed_change* last = nullptr;
         runs.clear();
         ends.clear();
         for (; i < w.changes.size() && ends.size() < update_run_max; ++i) {
-            const auto& [c, created] = w.changes[i];
+            const indexed_change& ic = w.changes[i];
+            const trade_change& c = ic.change;
             const trade& t = c.snapshot;
-            if (t.customer_id != customer) break;
+            if (t.customer_id != customer || closes_open_trade(ic)) break;
             // A customer's changes are counted one by one, and a write set holds consecutive
             // events, so a run's update sequences follow each other (readers rely on it).
             BROKER_ASSERT(c.update_sequence == first + ends.size());
             const std::size_t at = runs.size();
             encode_trade(t, runs);
             ends.push_back(runs.size());
+            last = &ic;
             rocksdb::Status s;
             if (is_terminal(t.status)) {
-                s = batch.Put(impl_->cf(cf_closed_by_customer),
-                              customer_key(t.customer_id, be_key(t.id.value)),
-                              rocksdb::Slice(runs.data() + at, runs.size() - at));
+                // Created closed (refused): in the run, so that every trade is in one.
+                s = put_closed(c, std::string_view(runs).substr(at));
             }
-            if (s.ok() && created && !t.client_order_id.empty()) {
+            if (s.ok() && ic.created && !t.client_order_id.empty()) {
                 s = batch.Put(impl_->cf(cf_client_orders),
                               customer_key(t.customer_id, t.client_order_id), be_key(t.id.value));
             }
             if (!s.ok()) return failed(s, "batching trade indexes");
         }
-        rocksdb::Slice value(runs);
-        if (ends.size() > 1) {
-            run.clear();
-            for (std::size_t k = 0, at = 0; k < ends.size(); at = ends[k], ++k) {
-                run.emplace_back(runs.data() + at, ends[k] - at);
-            }
-            record.clear();
-            encode_update_group(run, record);
-            value = rocksdb::Slice(record);
+        run.clear();
+        for (std::size_t k = 0, at = 0; k < ends.size(); at = ends[k], ++k) {
+            run.emplace_back(runs.data() + at, ends[k] - at);
         }
+        record.clear();
+        encode_update_run(last->open_from.value, last->next_trade.value, run, record);
         const auto s =
-            batch.Put(impl_->cf(cf_updates), customer_key(customer, be_key(first)), value);
+            batch.Put(impl_->cf(cf_updates), customer_key(customer, be_key(first)), record);
         if (!s.ok()) return failed(s, "batching trade updates");
     }
     if (!w.events.empty()) {
@@ -936,14 +954,17 @@ result<std::optional<trade>, store_error> store::find_trade(const std::string& c
                                   customer_key(customer_id, be_key(id.value)), &value);
     if (s.IsNotFound()) return std::optional<trade>{};
     if (!s.ok()) return failed(s, fmt::format("reading trade {}", format_trade_id(id)));
-    auto t = decode_trade(value);
-    if (!t) return corrupt(fmt::format("trade {}: {}", format_trade_id(id), t.error().what));
+    auto closed = decode_closed_trade(value);
+    if (!closed) {
+        return corrupt(fmt::format("trade {}: {}", format_trade_id(id), closed.error().what));
+    }
+    auto* t = &closed->t;
     if (t->id != id || t->customer_id != customer_id) {
         return corrupt(fmt::format("trade {} of {}: stored record is trade {} of {}",
                                    format_trade_id(id), customer_id, format_trade_id(t->id),
                                    t->customer_id));
     }
-    return std::optional<trade>{std::move(t.value())};
+    return std::optional<trade>{std::move(*t)};
 }
 
 result<closed_listing, store_error> store::closed_trades(const std::string& customer_id,
@@ -970,11 +991,13 @@ result<closed_listing, store_error> store::closed_trades(const std::string& cust
             break;
         }
         ++read;
-        auto t = decode_trade(view(it->value()));
-        if (!t) return corrupt(fmt::format("closed trade of {}: {}", customer_id, t.error().what));
-        last_read = t->id;
-        if (sym && t->sym != *sym) continue;
-        out.trades.push_back(std::move(*t));
+        auto closed = decode_closed_trade(view(it->value()));
+        if (!closed) {
+            return corrupt(fmt::format("closed trade of {}: {}", customer_id, closed.error().what));
+        }
+        last_read = closed->t.id;
+        if (sym && closed->t.sym != *sym) continue;
+        out.trades.push_back(std::move(closed->t));
     }
     if (!it->status().ok()) return failed(it->status(), "listing closed trades");
     return out;
@@ -996,31 +1019,102 @@ result<std::optional<trade_id>, store_error> store::find_client_order(
 result<std::vector<trade_change>, store_error> store::updates_since(
     const std::string& customer_id, std::uint64_t after, std::size_t limit) const {
     std::vector<trade_change> out;
-    if (after == std::numeric_limits<std::uint64_t>::max()) return out;
+    if (after == std::numeric_limits<std::uint64_t>::max() || limit == 0) return out;
     const std::string prefix = customer_key(customer_id, "");
-    std::unique_ptr<rocksdb::Iterator> it(
-        impl_->db->NewIterator(rocksdb::ReadOptions{}, impl_->cf(cf_updates)));
-    // A key names the first change of its run, so the run that holds change after+1 may start
-    // before it: begin at the last key at or below it, else at the first one above.
-    const std::string start = customer_key(customer_id, be_key(after + 1));
-    it->SeekForPrev(start);
-    if (!it->Valid() || !view(it->key()).starts_with(prefix)) it->Seek(start);
+    // One view of both families: a change committed between the two reads cannot be half seen.
+    rocksdb::ManagedSnapshot snapshot(impl_->db.get());
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot.snapshot();
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_updates)));
+    // The anchor: the last run that starts at or before `after`. Its bounds hold every trade open
+    // at `after` (store.h): between its end and `after` the customer's trades only closed, and a
+    // trade created up to `after` is in it or in a run before it. Without an anchor nothing was
+    // open at `after`; an anchor of an older layout has no bounds, and then every closed trade
+    // of the customer is looked at.
+    std::uint64_t open_from = 0;
+    std::uint64_t open_below = 0;
+    it->SeekForPrev(customer_key(customer_id, be_key(after)));
+    if (it->Valid() && view(it->key()).starts_with(prefix)) {
+        auto anchor = decode_update_run(view(it->value()));
+        if (!anchor) {
+            return corrupt(
+                fmt::format("update of {} is corrupt: {}", customer_id, anchor.error().what));
+        }
+        open_from = anchor->bounded ? anchor->open_from : 0;
+        open_below =
+            anchor->bounded ? anchor->next_trade : std::numeric_limits<std::uint64_t>::max();
+    } else {
+        it->Seek(customer_key(customer_id, be_key(after + 1)));
+    }
+    // The runs' changes after `after`, at most `limit`; the closes found below are merged in.
+    std::uint64_t trades_below = open_below;  // every trade with a change read is below it
     for (; it->Valid() && out.size() < limit; it->Next()) {
         const std::string_view key = view(it->key());
         if (!key.starts_with(prefix)) break;
         const auto first = parse_key(key.substr(prefix.size()));
-        auto run = decode_updates(view(it->value()));
+        auto run = decode_update_run(view(it->value()));
         if (!first || !run) {
             return corrupt(fmt::format("update of {} is corrupt{}", customer_id,
                                        run ? "" : ": " + run.error().what));
         }
-        for (std::size_t k = 0; k < run->size() && out.size() < limit; ++k) {
+        for (std::size_t k = 0; k < run->trades.size() && out.size() < limit; ++k) {
             const std::uint64_t seq = *first + k;
-            if (seq > after) out.push_back(trade_change{std::move((*run)[k]), seq});
+            if (seq <= after) continue;
+            trades_below = std::max(trades_below, run->trades[k].id.value + 1);
+            out.push_back(trade_change{std::move(run->trades[k]), seq});
         }
     }
     if (!it->status().ok()) return failed(it->status(), "reading updates");
+    // Every change up to `through` is now read or is the close of a trade with an id in
+    // [open_from, trades_below): one open at `after`, or one created by a change read above.
+    const std::uint64_t through = out.size() == limit ? out.back().update_sequence
+                                                      : std::numeric_limits<std::uint64_t>::max();
+    const std::size_t from_runs = out.size();
+    std::unique_ptr<rocksdb::Iterator> closed(
+        impl_->db->NewIterator(ro, impl_->cf(cf_closed_by_customer)));
+    for (closed->Seek(customer_key(customer_id, be_key(open_from))); closed->Valid();
+         closed->Next()) {
+        const std::string_view key = view(closed->key());
+        if (!key.starts_with(prefix)) break;
+        const auto id = parse_key(key.substr(prefix.size()));
+        if (!id) return corrupt(fmt::format("closed trade key of {} is corrupt", customer_id));
+        if (*id >= trades_below) break;
+        auto c = decode_closed_trade(view(closed->value()));
+        if (!c) {
+            return corrupt(
+                fmt::format("closed trade of {} is corrupt: {}", customer_id, c.error().what));
+        }
+        if (c->t.id.value != *id || c->t.customer_id != customer_id) {
+            return corrupt(fmt::format("closed trade {} of {}: stored record is trade {} of {}",
+                                       format_trade_id(trade_id{*id}), customer_id,
+                                       format_trade_id(c->t.id), c->t.customer_id));
+        }
+        // 0: a value of an older layout, whose close is in a run too.
+        if (c->update_sequence <= after || c->update_sequence > through) continue;
+        out.push_back(trade_change{std::move(c->t), c->update_sequence});
+    }
+    if (!closed->status().ok()) return failed(closed->status(), "reading closed trades");
+    if (out.size() > from_runs) {
+        std::sort(out.begin(), out.end(), [](const trade_change& a, const trade_change& b) {
+            return a.update_sequence < b.update_sequence;
+        });
+        out.erase(std::unique(out.begin(), out.end(),
+                              [](const trade_change& a, const trade_change& b) {
+                                  return a.update_sequence == b.update_sequence;
+                              }),
+                  out.end());
+        if (out.size() > limit) out.resize(limit);
+    }
     return out;
+}
+
+indexed_change index_change(const state& st, trade_change change, bool created) {
+    const customer* c = st.find_customer(change.snapshot.customer_id);
+    BROKER_ASSERT(c != nullptr);
+    const trade_id next{st.next_trade_id};
+    // fifo holds the open trades oldest first, and ids are given in order (check_invariants).
+    const trade_id from = c->fifo.empty() ? next : c->fifo.front();
+    return indexed_change{std::move(change), created, from, next};
 }
 
 result<state, store_error> replay(const store& s, std::uint64_t until,

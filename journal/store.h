@@ -10,12 +10,19 @@
 //                such stores still open (RocksDB opens a store only with all its families).
 //   "meta"    -- "chain_tip": u64 sequence + hash256 of the last record
 //   "closed_by_customer" -- key: customer_id 0x00 trade_id(u64 BE); value: the terminal trade
+//                           and the update sequence of the change that closed it (codec.h
+//                           closed_trade; older values hold the trade alone)
 //   "client_orders"      -- key: customer_id 0x00 client_order_id; value: trade_id (u64 BE)
 //   "updates"            -- key: customer_id 0x00 update sequence (u64 BE) of the first change
-//                           of a run; value: the trade as each change of the run left it
-//                           (codec.h decode_updates). A run is up to 16 consecutive changes of
-//                           one customer in one write set (a placement and its submission are
-//                           one key). The WebSocket stream's durable backlog.
+//                           of a run; value: the trade as each change of the run left it, and
+//                           bounds on the ids of the customer's trades open at its end (codec.h
+//                           update_run). A run is up to 16 consecutive changes of one customer
+//                           in one write set (a placement and its submission are one key). The
+//                           change that closes an open trade is not in a run: it is the trade's
+//                           "closed_by_customer" value, which names its update sequence (one
+//                           key less per trade; stores written before hold it in both). A trade
+//                           created closed (refused) is in both. With "closed_by_customer", the
+//                           WebSocket stream's durable backlog (updates_since).
 //   "snapshots"          -- the engine state after a record (snapshot.h), in pieces:
 //                           sequence(u64 BE) 'c' piece(u32 BE) -> at most snapshot_piece_size bytes
 //                           sequence(u64 BE) 'h' -> pieces(u32 BE) bytes(u64 BE), after the pieces
@@ -71,11 +78,18 @@ struct closed_listing {
     trade_id scanned_to{0};  // nonzero: the read stopped at this trade, below it unread
 };
 
-// A trade change to index: `created` marks the change that created the trade.
+// A trade change to index: `created` marks the change that created the trade. `open_from` and
+// `next_trade` bound the ids of the customer's trades open after the change: every one is in
+// [open_from, next_trade) (both 0: not known, and the "updates" readers assume nothing).
 struct indexed_change {
     trade_change change;
     bool created = false;
+    trade_id open_from{0};
+    trade_id next_trade{0};
 };
+
+// The indexed_change of `change`, which was just applied to `st`.
+[[nodiscard]] indexed_change index_change(const state& st, trade_change change, bool created);
 
 // One group commit's worth of writes.
 struct write_set {

@@ -664,7 +664,7 @@ api::outcome engine_runner::run_command(const command& in, timestamp_ms t, batch
         auto change = apply(state_, e);
         if (change) {
             if (submitted) b.orders.push_back(order_for(change->snapshot));
-            b.writes.changes.push_back(journal::indexed_change{*change, created});
+            b.writes.changes.push_back(journal::index_change(state_, *change, created));
             // The answer shows the trade as the command's first event left it: a placement
             // answers PLACED (or REJECTED), as the API's contract says, also when the trade went
             // to the exchange in the same round. GET and the stream show it move on from there,

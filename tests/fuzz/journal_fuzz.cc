@@ -13,7 +13,8 @@
 //   bit 1  journal records: pass a sequence other than the one the header names, which must fail
 //   bit 2  first make the frame consistent: payload_len from the size, and a correct CRC-32
 //   bit 3  `bytes` as a stored value that holds several: a journal run (records back to back,
-//          delimited by next_record) and a value of the updates family (decode_updates)
+//          delimited by next_record), a value of the updates family (decode_updates and
+//          decode_update_run) and a closed trade (decode_closed_trade)
 //
 // Without bit 2 nearly every mutation dies at the checksum, so the field readers behind it would
 // only ever see the seed inputs; with it the fuzzer reaches them, as a bug in our own encoder or a
@@ -138,6 +139,36 @@ void fuzz_run(std::string_view bytes) {
     }
 }
 
+// The values with a checked header: a bounded run of "updates" and a closed trade. What decodes
+// re-encodes to the same bytes, or (version-1 trade records inside) to the same values.
+void fuzz_checked_values(std::string_view bytes) {
+    if (const auto run = decode_update_run(bytes); run && run->bounded) {
+        if (run->trades.empty()) fail("update run decoded to nothing");
+        std::vector<std::string> records;
+        for (const trade& t : run->trades) encode_trade(t, records.emplace_back());
+        std::string again;
+        encode_update_run(run->open_from, run->next_trade,
+                          std::vector<std::string_view>(records.begin(), records.end()), again);
+        const auto back = decode_update_run(again);
+        if (again != bytes &&
+            (!back || back->trades != run->trades || back->open_from != run->open_from ||
+             back->next_trade != run->next_trade)) {
+            fail("an update run does not re-encode to the same values");
+        }
+    }
+    if (const auto closed = decode_closed_trade(bytes); closed && closed->update_sequence != 0) {
+        std::string record;
+        encode_trade(closed->t, record);
+        std::string again;
+        encode_closed_trade(closed->update_sequence, record, again);
+        const auto back = decode_closed_trade(again);
+        if (again != bytes && (!back || !(back->t == closed->t) ||
+                               back->update_sequence != closed->update_sequence)) {
+            fail("a closed trade does not re-encode to the same values");
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -150,6 +181,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::string_view view(bytes.data(), bytes.size());
     if (mode & 8) {
         fuzz_run(view);
+        fuzz_checked_values(view);
     } else if (mode & 1) {
         fuzz_trade(view);
     } else {

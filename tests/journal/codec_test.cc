@@ -578,5 +578,75 @@ TEST_CASE("a damaged run of updates is corruption: any flipped byte, truncation 
     CHECK(r.error().what.find("bad count") != std::string::npos);
 }
 
+std::string update_run_of(std::uint64_t open_from, std::uint64_t next_trade,
+                          const std::vector<trade>& trades) {
+    std::vector<std::string> records;
+    for (const trade& t : trades) records.push_back(encoded_trade(t));
+    std::string out;
+    encode_update_run(open_from, next_trade,
+                      std::vector<std::string_view>(records.begin(), records.end()), out);
+    return out;
+}
+
+TEST_CASE("an update run carries its bounds, and older values decode as runs without them") {
+    const std::vector<trade> run{rejected_trade(), filled_trade()};
+    const std::string value = update_run_of(7, 12, run);
+    CHECK(static_cast<std::uint8_t>(value.front()) == update_run_version);
+    const auto r = decode_update_run(value);
+    REQUIRE(r.has_value());
+    CHECK(r->bounded);
+    CHECK(r->open_from == 7);
+    CHECK(r->next_trade == 12);
+    CHECK(r->trades == run);
+    const auto lone = decode_update_run(update_run_of(3, 4, {filled_trade()}));
+    REQUIRE(lone.has_value());
+    CHECK(lone->trades == std::vector<trade>{filled_trade()});
+    // The layouts before: a group, or a trade record alone.
+    const auto group = decode_update_run(update_group(run));
+    REQUIRE(group.has_value());
+    CHECK_FALSE(group->bounded);
+    CHECK(group->trades == run);
+    const auto record = decode_update_run(encoded_trade(filled_trade()));
+    REQUIRE(record.has_value());
+    CHECK_FALSE(record->bounded);
+    CHECK(record->trades == std::vector<trade>{filled_trade()});
+}
+
+TEST_CASE("a damaged update run or closed trade is corruption: any flipped byte or truncation") {
+    std::string closed;
+    encode_closed_trade(41, encoded_trade(filled_trade()), closed);
+    const auto good_closed = decode_closed_trade(closed);
+    REQUIRE(good_closed.has_value());
+    CHECK(good_closed->update_sequence == 41);
+    CHECK(good_closed->t == filled_trade());
+    const auto older = decode_closed_trade(encoded_trade(filled_trade()));
+    REQUIRE(older.has_value());
+    CHECK(older->update_sequence == 0);
+    CHECK(older->t == filled_trade());
+
+    const std::string run = update_run_of(7, 12, {rejected_trade(), filled_trade()});
+    for (std::size_t i = 0; i < run.size(); ++i) {
+        for (const std::uint8_t mask : {0x01, 0x80, 0xff}) {
+            std::string bad = run;
+            bad[i] = static_cast<char>(bad[i] ^ mask);
+            const auto r = decode_update_run(bad);
+            // The version byte flipped may name an older layout, which fails in its own way.
+            if (r.has_value()) FAIL("run byte ", i, " flipped unnoticed");
+        }
+    }
+    for (std::size_t i = 0; i < closed.size(); ++i) {
+        std::string bad = closed;
+        bad[i] = static_cast<char>(bad[i] ^ 0x01);
+        if (decode_closed_trade(bad).has_value()) FAIL("closed byte ", i, " flipped unnoticed");
+    }
+    for (std::size_t len = 0; len < run.size(); ++len) {
+        CHECK_FALSE(decode_update_run(std::string_view(run).substr(0, len)).has_value());
+    }
+    for (std::size_t len = 0; len < closed.size(); ++len) {
+        CHECK_FALSE(decode_closed_trade(std::string_view(closed).substr(0, len)).has_value());
+    }
+    CHECK_FALSE(decode_update_run(run + '\0').has_value());
+}
+
 }  // namespace
 }  // namespace broker::journal

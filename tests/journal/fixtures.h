@@ -106,7 +106,7 @@ struct live_state {
             auto change = apply(st, e);
             if (!change) continue;
             if (is_terminal(change->snapshot.status)) closed.push_back(change->snapshot);
-            changes.push_back(indexed_change{*change, created});
+            changes.push_back(index_change(st, *change, created));
         }
     }
 };
