@@ -548,6 +548,26 @@ void encode_update_group(const std::vector<std::string_view>& trade_records, std
     }
 }
 
+namespace {
+
+// Reads the rest of `r`: `count` trade records, each after its u32 length, into `out`. Empty when
+// they all decode and nothing is left over, else why not.
+std::string read_trade_records(reader& r, std::uint32_t count, std::vector<trade>& out) {
+    out.reserve(count);
+    for (std::uint32_t i = 0; i < count; ++i) {
+        const std::uint32_t length = r.u32();
+        const std::string_view record = r.take(length, "trade record");
+        if (r.failed()) return r.error();
+        auto t = decode_trade(record);
+        if (!t) return fmt::format("change {} of {}: {}", i + 1, count, t.error().what);
+        out.push_back(std::move(*t));
+    }
+    if (r.remaining() != 0) return fmt::format("{} trailing bytes", r.remaining());
+    return {};
+}
+
+}  // namespace
+
 result<std::vector<trade>, corruption> decode_updates(std::string_view bytes) {
     std::vector<trade> out;
     if (bytes.empty() || static_cast<std::uint8_t>(bytes.front()) != update_group_version) {
@@ -565,20 +585,20 @@ result<std::vector<trade>, corruption> decode_updates(std::string_view bytes) {
     // Every record takes at least a length and a version byte: a count beyond that is damage,
     // not a reason to reserve memory.
     if (count < 2 || count > r.remaining() / 5) return error(fmt::format("bad count {}", count));
-    out.reserve(count);
-    for (std::uint32_t i = 0; i < count; ++i) {
-        const std::uint32_t length = r.u32();
-        const std::string_view record = r.take(length, "trade record");
-        if (r.failed()) return error(r.error());
-        auto t = decode_trade(record);
-        if (!t) return error(fmt::format("change {} of {}: {}", i + 1, count, t.error().what));
-        out.push_back(std::move(*t));
-    }
-    if (r.remaining() != 0) return error(fmt::format("{} trailing bytes", r.remaining()));
+    if (auto bad = read_trade_records(r, count, out); !bad.empty()) return error(bad);
     return out;
 }
 
 namespace {
+
+// A value written before its layout got a version of its own: `older` decodes it into T's first
+// member.
+template <class T, class Older>
+result<T, corruption> older_layout(std::string_view bytes, Older older) {
+    auto decoded = older(bytes);
+    if (!decoded) return unexpected{std::move(decoded.error())};
+    return T{std::move(*decoded)};
+}
 
 // Takes `n` header bytes and the crc32 after them from `r`: empty when they match, else why not.
 std::string take_checked(reader& r, std::size_t n, std::string_view what,
@@ -611,13 +631,10 @@ void encode_update_run(std::uint64_t open_from, std::uint64_t next_trade,
 }
 
 result<update_run, corruption> decode_update_run(std::string_view bytes) {
-    update_run out;
     if (bytes.empty() || static_cast<std::uint8_t>(bytes.front()) != update_run_version) {
-        auto trades = decode_updates(bytes);
-        if (!trades) return unexpected{std::move(trades.error())};
-        out.trades = std::move(*trades);
-        return out;
+        return older_layout<update_run>(bytes, decode_updates);  // without bounds
     }
+    update_run out;
     auto error = [](std::string_view what) {
         return unexpected{corruption{0, fmt::format("update run: {}", what)}};
     };
@@ -633,16 +650,7 @@ result<update_run, corruption> decode_update_run(std::string_view bytes) {
     const std::uint32_t count = h.u32();
     // Every record takes at least a length and a version byte.
     if (count < 1 || count > r.remaining() / 5) return error(fmt::format("bad count {}", count));
-    out.trades.reserve(count);
-    for (std::uint32_t i = 0; i < count; ++i) {
-        const std::uint32_t length = r.u32();
-        const std::string_view record = r.take(length, "trade record");
-        if (r.failed()) return error(r.error());
-        auto t = decode_trade(record);
-        if (!t) return error(fmt::format("change {} of {}: {}", i + 1, count, t.error().what));
-        out.trades.push_back(std::move(*t));
-    }
-    if (r.remaining() != 0) return error(fmt::format("{} trailing bytes", r.remaining()));
+    if (auto bad = read_trade_records(r, count, out.trades); !bad.empty()) return error(bad);
     return out;
 }
 
@@ -659,13 +667,10 @@ void encode_closed_trade(std::uint64_t update_sequence, std::string_view trade_r
 }
 
 result<closed_trade, corruption> decode_closed_trade(std::string_view bytes) {
-    closed_trade out;
     if (bytes.empty() || static_cast<std::uint8_t>(bytes.front()) != closed_trade_version) {
-        auto t = decode_trade(bytes);
-        if (!t) return unexpected{std::move(t.error())};
-        out.t = std::move(*t);
-        return out;
+        return older_layout<closed_trade>(bytes, decode_trade);  // the trade record alone
     }
+    closed_trade out;
     reader r(bytes);
     std::string_view header;
     if (auto bad = take_checked(r, 1 + 8, "closed trade header", header); !bad.empty()) {

@@ -495,83 +495,6 @@ TEST_CASE("a damaged terminal trade in the store is reported as corruption") {
     CHECK(**good == t2);
 }
 
-TEST_CASE(
-    "updates_since reads a customer's changes from any point with any limit, however batched") {
-    for (const int customers : {1, 4}) {
-        for (const std::size_t batch : {1, 2, 3, 7, 1000}) {
-            CAPTURE(customers);
-            CAPTURE(batch);
-            temp_dir dir;
-            auto s = open_store(dir);
-            const auto live = append_live(*s, testing::busy_events(customers, 10), batch);
-            for (int c = 0; c < customers; ++c) {
-                const std::string id = "c" + std::to_string(c);
-                std::vector<trade_change> expected;
-                for (const auto& ic : live.changes) {
-                    if (ic.change.snapshot.customer_id == id) expected.push_back(ic.change);
-                }
-                REQUIRE(expected.size() == 30);
-                for (std::uint64_t after = 0; after <= expected.size() + 1; ++after) {
-                    for (const std::size_t limit : {1, 2, 5, 1000}) {
-                        CAPTURE(after);
-                        CAPTURE(limit);
-                        const auto got = s->updates_since(id, after, limit);
-                        REQUIRE(got.has_value());
-                        std::vector<trade_change> want;
-                        for (const auto& e : expected) {
-                            if (e.update_sequence > after && want.size() < limit) want.push_back(e);
-                        }
-                        REQUIRE(got->size() == want.size());
-                        for (std::size_t k = 0; k < want.size(); ++k) {
-                            CHECK((*got)[k].update_sequence == want[k].update_sequence);
-                            CHECK((*got)[k].snapshot == want[k].snapshot);
-                        }
-                    }
-                }
-                const auto none = s->updates_since(id + "x", 0, 1000);
-                REQUIRE(none.has_value());
-                CHECK(none->empty());
-            }
-            s.reset();  // the raw view needs the store closed
-            raw_db raw(dir.str());
-            const std::size_t keys = raw.count(updates_cf);
-            // A fill closes an open trade: it is in "closed_by_customer" alone.
-            const std::size_t in_runs = live.changes.size() - live.closed.size();
-            if (batch == 1) {
-                // One change per write set: one key per change that is not a close.
-                CHECK(keys == in_runs);
-            } else if (customers == 1 && batch == 1000) {
-                // 30 changes of one customer in one write set: each placement and submission
-                // one run, each fill breaking it.
-                CHECK(keys == 10);
-            } else {
-                CHECK(keys < live.changes.size());
-            }
-        }
-    }
-}
-
-TEST_CASE("a damaged run in the updates family is reported as corruption") {
-    temp_dir dir;
-    {
-        auto s = open_store(dir);
-        (void)append_live(*s, testing::busy_events(1, 3), 1000);
-    }
-    const std::string k = std::string("c0") + '\0' + key(1);
-    {
-        raw_db raw(dir.str());
-        std::string v = raw.get(updates_cf, k);
-        REQUIRE(static_cast<std::uint8_t>(v.front()) == update_run_version);
-        v[v.size() / 2] = static_cast<char>(v[v.size() / 2] ^ 0x04);
-        raw.put(updates_cf, k, v);
-    }
-    auto s = open_store(dir);
-    const auto r = s->updates_since("c0", 0, 100);
-    REQUIRE_FALSE(r.has_value());
-    CHECK(r.error().corruption);
-    CHECK(r.error().what.find("update of c0 is corrupt") != std::string::npos);
-}
-
 // Every customer's changes after every point, at every limit, against what the live path saw.
 void check_updates_since(const store& s, const std::vector<indexed_change>& changes) {
     std::map<std::string, std::vector<trade_change>> expected;
@@ -593,6 +516,39 @@ void check_updates_since(const store& s, const std::vector<indexed_change>& chan
                     CHECK((*got)[k].update_sequence == want[k].update_sequence);
                     CHECK((*got)[k].snapshot == want[k].snapshot);
                 }
+            }
+        }
+    }
+}
+
+TEST_CASE(
+    "updates_since reads a customer's changes from any point with any limit, however batched") {
+    for (const int customers : {1, 4}) {
+        for (const std::size_t batch : {1, 2, 3, 7, 1000}) {
+            CAPTURE(customers);
+            CAPTURE(batch);
+            temp_dir dir;
+            auto s = open_store(dir);
+            const auto live = append_live(*s, testing::busy_events(customers, 10), batch);
+            REQUIRE(live.changes.size() == 30 * static_cast<std::size_t>(customers));
+            check_updates_since(*s, live.changes);
+            const auto none = s->updates_since("c0x", 0, 1000);
+            REQUIRE(none.has_value());
+            CHECK(none->empty());
+            s.reset();  // the raw view needs the store closed
+            raw_db raw(dir.str());
+            const std::size_t keys = raw.count(updates_cf);
+            // A fill closes an open trade: it is in "closed_by_customer" alone.
+            const std::size_t in_runs = live.changes.size() - live.closed.size();
+            if (batch == 1) {
+                // One change per write set: one key per change that is not a close.
+                CHECK(keys == in_runs);
+            } else if (customers == 1 && batch == 1000) {
+                // 30 changes of one customer in one write set: each placement and submission
+                // one run, each fill breaking it.
+                CHECK(keys == 10);
+            } else {
+                CHECK(keys < live.changes.size());
             }
         }
     }
@@ -698,37 +654,44 @@ TEST_CASE("a damaged bound or update sequence is corruption, never a missed chan
     }
     const std::string run_key = std::string("c0") + '\0' + key(1);
     const std::string closed_key = std::string("c0") + '\0' + key(1);
-    for (const std::size_t at : {1, 9, 17}) {  // open_from, next_trade, count
-        CAPTURE(at);
+    // Flips one bit of a stored value, reads the backlog, and puts the value back.
+    const auto read_with_flip = [&](int cf, const std::string& k, std::size_t at) {
         std::string kept;
         {
             raw_db raw(dir.str());
-            kept = raw.get(updates_cf, run_key);
+            kept = raw.get(cf, k);
             std::string v = kept;
             v[at] = static_cast<char>(v[at] ^ 0x01);
-            raw.put(updates_cf, run_key, v);
+            raw.put(cf, k, v);
         }
-        {
-            auto s = open_store(dir);
-            const auto r = s->updates_since("c0", 0, 100);
-            REQUIRE_FALSE(r.has_value());
-            CHECK(r.error().corruption);
-            CHECK(r.error().what.find("checksum mismatch") != std::string::npos);
-        }
-        raw_db(dir.str()).put(updates_cf, run_key, kept);
-    }
+        auto r = open_store(dir)->updates_since("c0", 0, 100);
+        raw_db(dir.str()).put(cf, k, kept);
+        return r;
+    };
+    std::size_t middle = 0;
     {
         raw_db raw(dir.str());
-        std::string v = raw.get(closed_by_customer_cf, closed_key);
-        REQUIRE(static_cast<std::uint8_t>(v.front()) == closed_trade_version);
-        v[8] = static_cast<char>(v[8] ^ 0x01);  // the update sequence
-        raw.put(closed_by_customer_cf, closed_key, v);
+        const std::string v = raw.get(updates_cf, run_key);
+        REQUIRE(static_cast<std::uint8_t>(v.front()) == update_run_version);
+        REQUIRE(static_cast<std::uint8_t>(raw.get(closed_by_customer_cf, closed_key).front()) ==
+                closed_trade_version);
+        middle = v.size() / 2;
     }
-    auto s = open_store(dir);
-    const auto r = s->updates_since("c0", 0, 100);
+    // open_from, next_trade, count, and a byte inside a trade record of the run.
+    for (const std::size_t at : {std::size_t{1}, std::size_t{9}, std::size_t{17}, middle}) {
+        CAPTURE(at);
+        const auto r = read_with_flip(updates_cf, run_key, at);
+        REQUIRE_FALSE(r.has_value());
+        CHECK(r.error().corruption);
+        CHECK(r.error().what.find("update of c0 is corrupt") != std::string::npos);
+        CHECK(r.error().what.find("checksum mismatch") != std::string::npos);
+    }
+    const auto r = read_with_flip(closed_by_customer_cf, closed_key, 8);  // the update sequence
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().corruption);
     CHECK(r.error().what.find("closed trade of c0 is corrupt") != std::string::npos);
+    // Put back, both read again.
+    CHECK(open_store(dir)->updates_since("c0", 0, 100).has_value());
 }
 
 TEST_CASE("appends write nothing to the retired trades family") {
