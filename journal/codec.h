@@ -79,8 +79,9 @@ struct record_extent {
 void encode_trade(const trade& t, std::string& out);
 [[nodiscard]] result<trade, corruption> decode_trade(std::string_view bytes);
 
-// A value of the "updates" family (store.h): the trade as each of a run of one customer's
-// consecutive changes left it, in order. A run of one is its trade record alone; a longer one
+// A value of the "updates" family as stores wrote it before update_run (below), still read: the
+// trade as each of a run of one customer's consecutive changes left it, in order (closes too).
+// A run of one is its trade record alone; a longer one
 //   update_group := version:u8 (= 2) count:u32 (>= 2) { length:u32 trade_record }*count
 // (each trade record carries its own checksum; a damaged count or length leaves bytes over or
 // short, or lands a record on the wrong bytes, and so fails too).

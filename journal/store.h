@@ -80,7 +80,8 @@ struct closed_listing {
 
 // A trade change to index: `created` marks the change that created the trade. `open_from` and
 // `next_trade` bound the ids of the customer's trades open after the change: every one is in
-// [open_from, next_trade) (both 0: not known, and the "updates" readers assume nothing).
+// [open_from, next_trade). Build it with index_change: the stream's backlog trusts the bounds,
+// and append refuses a change without them.
 struct indexed_change {
     trade_change change;
     bool created = false;

@@ -109,7 +109,7 @@ reply sim_node::run_command(const command& in, timestamp_ms t, pending_batch& b)
         auto change = apply(state_, e);
         if (change) {
             if (submitted) b.orders.push_back(order_for(change->snapshot));
-            b.writes.changes.push_back(journal::indexed_change{*change, created});
+            b.writes.changes.push_back(journal::index_change(state_, *change, created));
             if (!out.trade_view) out.trade_view = std::move(change->snapshot);
         }
         b.writes.events.push_back(std::move(e));
