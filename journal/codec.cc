@@ -43,8 +43,8 @@
 #include "journal/codec.h"
 
 #include <fmt/format.h>
+#include <isa-l/crc.h>
 #include <openssl/evp.h>
-#include <zlib.h>
 
 #include <concepts>
 #include <limits>
@@ -101,12 +101,6 @@ bool positions_sorted(const std::vector<position_amount>& ps) {
         if (!(ps[i - 1].sym < ps[i].sym)) return false;
     }
     return true;
-}
-
-std::uint32_t crc32_of(std::string_view bytes) {
-    // zlib takes a uInt length; records are bounded far below 4 GiB (payload_max).
-    return static_cast<std::uint32_t>(
-        ::crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size())));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -387,7 +381,7 @@ std::optional<std::string> check_frame(std::uint64_t expected, std::string_view 
     }
     reader tail(bytes.substr(bytes.size() - checksum_size));
     const std::uint32_t stored = tail.u32();
-    const std::uint32_t actual = crc32_of(bytes.substr(0, bytes.size() - checksum_size));
+    const std::uint32_t actual = checksum(bytes.substr(0, bytes.size() - checksum_size));
     if (stored != actual) return fmt::format("checksum {:08x}, expected {:08x}", stored, actual);
     if (h.sequence != expected) return fmt::format("names sequence {}", h.sequence);
     return std::nullopt;
@@ -418,6 +412,12 @@ result<record_extent, corruption> next_record(std::string_view bytes, std::uint6
     return record_extent{h.sequence, size};
 }
 
+std::uint32_t checksum(std::string_view bytes) {
+    // ISA-L's gzip CRC takes the CRC so far (0 to start) and does the pre- and post-inversion
+    // itself, as zlib's crc32 does.
+    return crc32_gzip_refl(0, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+}
+
 void encode_record(const event& e, const hash256& prev_hash, std::string& out) {
     BROKER_ASSERT(e.sequence >= 1);
     const std::size_t start = out.size();
@@ -436,7 +436,7 @@ void encode_record(const event& e, const hash256& prev_hash, std::string& out) {
         out[len_at + static_cast<std::size_t>(i)] =
             static_cast<char>((payload_len >> (24 - 8 * i)) & 0xff);
     }
-    w.u32(crc32_of(std::string_view(out).substr(start)));
+    w.u32(checksum(std::string_view(out).substr(start)));
 }
 
 result<decoded_record, corruption> decode_record(std::uint64_t expected_sequence,
@@ -504,7 +504,7 @@ void encode_trade(const trade& t, std::string& out) {
     w.u8(trade_record_version);
     fields(w, t);
     w(t.placed_qty);
-    w.u32(crc32_of(std::string_view(out).substr(start)));
+    w.u32(checksum(std::string_view(out).substr(start)));
 }
 
 result<trade, corruption> decode_trade(std::string_view bytes) {
@@ -522,7 +522,7 @@ result<trade, corruption> decode_trade(std::string_view bytes) {
     if (version != trade_record_version && version != trade_record_version_1) {
         return error(fmt::format("unsupported version {}", version));
     }
-    if (stored != crc32_of(body)) return error("checksum mismatch");
+    if (stored != checksum(body)) return error("checksum mismatch");
     trade t;
     fields(r, t);
     if (version == trade_record_version) {
@@ -606,7 +606,7 @@ std::string take_checked(reader& r, std::size_t n, std::string_view what,
     header = r.take(n, what);
     const std::uint32_t stored = r.u32();
     if (r.failed()) return r.error();
-    if (stored != crc32_of(header)) return fmt::format("{} checksum mismatch", what);
+    if (stored != checksum(header)) return fmt::format("{} checksum mismatch", what);
     return {};
 }
 
@@ -621,7 +621,7 @@ void encode_update_run(std::uint64_t open_from, std::uint64_t next_trade,
     w.u64(open_from);
     w.u64(next_trade);
     w.u32(static_cast<std::uint32_t>(trade_records.size()));
-    w.u32(crc32_of(std::string_view(out).substr(start)));
+    w.u32(checksum(std::string_view(out).substr(start)));
     for (const std::string_view record : trade_records) {
         BROKER_ASSERT(!record.empty() &&
                       static_cast<std::uint8_t>(record.front()) == trade_record_version);
@@ -662,7 +662,7 @@ void encode_closed_trade(std::uint64_t update_sequence, std::string_view trade_r
     writer w(out);
     w.u8(closed_trade_version);
     w.u64(update_sequence);
-    w.u32(crc32_of(std::string_view(out).substr(start)));
+    w.u32(checksum(std::string_view(out).substr(start)));
     w.raw(trade_record);
 }
 

@@ -11,7 +11,7 @@
 //                   payload_len:u32
 //   payload      := the fields of the event type, in declaration order (see codec.cc), e.g.
 //                   trade_filled := trade_id:u64 fill_price:i64 exec_id:bytes executed_at:i64
-//   checksum     := crc32:u32           -- zlib CRC-32 of header and payload
+//   checksum     := crc32:u32           -- CRC-32 (zlib's and gzip's) of header and payload
 //
 //   chain_hash(n) := SHA-256(chain_hash(n-1) || record(n) bytes)
 //
@@ -48,6 +48,12 @@ struct decoded_record {
     event ev;
     hash256 prev_hash{};
 };
+
+// The CRC-32 every checksum in this grammar uses: the one of zlib and gzip (reflected, polynomial
+// 0x04C11DB7), so `crc32(0, bytes)` of zlib computes the same value. It is ISA-L's folding
+// implementation (PCLMULQDQ where the CPU has it, chosen at run time): on a record of 150-400
+// bytes about 14 ns, against 150-220 ns for Debian's zlib.
+[[nodiscard]] std::uint32_t checksum(std::string_view bytes);
 
 // Appends the record of `e`, chained to `prev_hash`, to `out`.
 void encode_record(const event& e, const hash256& prev_hash, std::string& out);
